@@ -1,0 +1,426 @@
+//! Reading a verb's JSON: both jambonz forms, typed properties, and errors that name the
+//! property at fault.
+//!
+//! ```
+//! use verbhost_sdk::verb::Verb;
+//! let verb = Verb::parse(r#"{"sip:refer": {"referTo": +4930123, "colour": "red"}}"#).unwrap();
+//! assert_eq!(verb.name(), "sip:refer");
+//! let mut props = verb.props();
+//! assert_eq!(props.phone_or_string("referTo").unwrap().as_deref(), Some("+4930123"));
+//! assert_eq!(
+//!     props.finish().unwrap_err().message(),
+//!     "sip:refer: unknown property colour"
+//! );
+//! ```
+
+use serde_json::{Map, Value};
+
+use crate::{Header, VerbError, Webhook};
+
+/// A verb: its name and its properties.
+#[derive(Debug, Clone)]
+pub struct Verb {
+    name: String,
+    props: Map<String, Value>,
+}
+
+impl Verb {
+    /// Parses a verb in either jambonz form: `{"verb": "sip:refer", ...}` or
+    /// `{"sip:refer": {...}}`. Phone numbers written without quotes are accepted (see
+    /// [`verbhost_common::json`]).
+    pub fn parse(json: &str) -> Result<Verb, VerbError> {
+        let value = verbhost_common::json::parse(json)
+            .map_err(|e| VerbError::InvalidVerb(format!("verb is not valid JSON: {e}")))?;
+        let Value::Object(mut object) = value else {
+            return Err(VerbError::InvalidVerb(format!(
+                "a verb is a JSON object, got {}",
+                kind(&value)
+            )));
+        };
+        if let Some(name) = object.remove("verb") {
+            let Value::String(name) = name else {
+                return Err(VerbError::InvalidVerb(format!(
+                    "verb: expected the verb name as a string, got {}",
+                    kind(&name)
+                )));
+            };
+            if name.is_empty() {
+                return Err(VerbError::InvalidVerb("verb: the verb name is empty".into()));
+            }
+            return Ok(Verb {
+                name,
+                props: object,
+            });
+        }
+        let mut entries = object.into_iter();
+        match (entries.next(), entries.next()) {
+            (Some((name, Value::Object(props))), None) => Ok(Verb { name, props }),
+            (Some((name, other)), None) => Err(VerbError::InvalidVerb(format!(
+                "{name}: expected the verb's properties as an object, got {}",
+                kind(&other)
+            ))),
+            _ => Err(VerbError::InvalidVerb(
+                "a verb needs a \"verb\" property naming it, or must be an object with one \
+                 property named after the verb"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The verb's name, e.g. `sip:refer`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fails unless the verb is called `name`.
+    pub fn expect_name(&self, name: &str) -> Result<(), VerbError> {
+        if self.name == name {
+            Ok(())
+        } else {
+            Err(VerbError::InvalidVerb(format!(
+                "this plugin implements {name}, not {}",
+                self.name
+            )))
+        }
+    }
+
+    /// A reader over the properties that remembers which ones were read, so that
+    /// [`Props::finish`] can refuse the rest.
+    pub fn props(&self) -> Props<'_> {
+        Props {
+            verb: &self.name,
+            map: &self.props,
+            read: Vec::new(),
+        }
+    }
+}
+
+/// Reads a verb's properties one by one. Every reader returns `Ok(None)` when the property is
+/// absent (or `null`) and an error naming the verb and the property when it has the wrong type.
+#[derive(Debug)]
+pub struct Props<'a> {
+    verb: &'a str,
+    map: &'a Map<String, Value>,
+    read: Vec<&'a str>,
+}
+
+impl<'a> Props<'a> {
+    /// An error about property `key`.
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> VerbError {
+        VerbError::InvalidVerb(format!("{}: {key}: {message}", self.verb))
+    }
+
+    fn take(&mut self, key: &'a str) -> Option<&'a Value> {
+        self.read.push(key);
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// An optional string.
+    pub fn string(&mut self, key: &'a str) -> Result<Option<String>, VerbError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.error(key, format!("expected a string, got {}", kind(other)))),
+        }
+    }
+
+    /// An optional string that may also be written as a number, the way phone numbers are
+    /// (`"referTo": +4930123` or `"referTo": 4930123`).
+    pub fn phone_or_string(&mut self, key: &'a str) -> Result<Option<String>, VerbError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(n) => Ok(Some(n.to_string())),
+                None => Err(self.error(
+                    key,
+                    format!("the number {n} is not a phone number; write the target as a string"),
+                )),
+            },
+            Some(other) => Err(self.error(
+                key,
+                format!("expected a string or a phone number, got {}", kind(other)),
+            )),
+        }
+    }
+
+    /// An optional whole number of seconds within `range`, returned in milliseconds.
+    pub fn seconds(
+        &mut self,
+        key: &'a str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<Option<u32>, VerbError> {
+        let Some(value) = self.take(key) else {
+            return Ok(None);
+        };
+        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(secs) if range.contains(&secs) => Ok(Some(secs * 1000)),
+            _ => Err(self.error(
+                key,
+                format!(
+                    "expected a whole number of seconds from {} to {}, got {value}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
+    /// An optional webhook: a URL string, or `{url, method, username, password}`.
+    pub fn hook(&mut self, key: &'a str) -> Result<Option<Webhook>, VerbError> {
+        let Some(value) = self.take(key) else {
+            return Ok(None);
+        };
+        parse_hook(value).map(Some).map_err(|why| self.error(key, why))
+    }
+
+    /// Optional extra SIP headers: an object of header names to values. Strings, numbers and
+    /// booleans are accepted as values (`"Refer-Sub": false`). Each header passes
+    /// [`verbhost_common::headers::check_custom`], and no name may be given twice in any
+    /// letter case.
+    pub fn headers(&mut self, key: &'a str) -> Result<Vec<Header>, VerbError> {
+        let Some(value) = self.take(key) else {
+            return Ok(Vec::new());
+        };
+        let Value::Object(map) = value else {
+            return Err(self.error(
+                key,
+                format!("expected an object of header names to values, got {}", kind(value)),
+            ));
+        };
+        let mut headers: Vec<Header> = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(self.error(
+                        key,
+                        format!(
+                            "{name}: expected a string, number or boolean, got {}",
+                            kind(other)
+                        ),
+                    ));
+                }
+            };
+            verbhost_common::headers::check_custom(name, &value)
+                .map_err(|e| self.error(key, e))?;
+            if headers
+                .iter()
+                .any(|h| verbhost_common::headers::same_name(&h.name, name))
+            {
+                return Err(self.error(key, format!("header {name} is given twice")));
+            }
+            headers.push(Header {
+                name: name.clone(),
+                value,
+            });
+        }
+        Ok(headers)
+    }
+
+    /// Fails on the first property that was not read (`_`, jambonz's comment key, excepted).
+    pub fn finish(self) -> Result<(), VerbError> {
+        match self
+            .map
+            .keys()
+            .find(|k| *k != "_" && !self.read.contains(&k.as_str()))
+        {
+            Some(unknown) => Err(VerbError::InvalidVerb(format!(
+                "{}: unknown property {unknown}",
+                self.verb
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_hook(value: &Value) -> Result<Webhook, String> {
+    let check_url = |url: &str| {
+        if url.trim().is_empty() {
+            Err("the URL is empty".to_owned())
+        } else if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(format!("the URL {url:?} contains white space or control characters"))
+        } else {
+            Ok(url.to_owned())
+        }
+    };
+    let object = match value {
+        Value::String(url) => {
+            return Ok(Webhook {
+                url: check_url(url)?,
+                method: "POST".into(),
+                username: None,
+                password: None,
+            });
+        }
+        Value::Object(object) => object,
+        other => {
+            return Err(format!(
+                "expected a URL or an object with url, method, username, password; got {}",
+                kind(other)
+            ));
+        }
+    };
+    let text = |key: &str| match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{key}: expected a string, got {}", kind(other))),
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "url" | "method" | "username" | "password"))
+    {
+        return Err(format!("unknown property {unknown}"));
+    }
+    let url = text("url")?.ok_or("url: missing")?;
+    let method = match text("method")? {
+        None => "POST".to_owned(),
+        Some(m) if m.eq_ignore_ascii_case("POST") || m.eq_ignore_ascii_case("GET") => {
+            m.to_ascii_uppercase()
+        }
+        Some(m) => return Err(format!("method: expected GET or POST, got {m:?}")),
+    };
+    Ok(Webhook {
+        url: check_url(&url).map_err(|e| format!("url: {e}"))?,
+        method,
+        username: text("username")?,
+        password: text("password")?,
+    })
+}
+
+/// The JSON type of `value`, for error messages.
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl VerbError {
+    /// The error's text, without the variant name.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidVerb(why) | Self::Failed(why) => why,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(result: Result<impl std::fmt::Debug, VerbError>) -> String {
+        match result {
+            Err(VerbError::InvalidVerb(why)) => why,
+            other => panic!("expected InvalidVerb, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_jambonz_forms_give_the_same_verb() {
+        let flat = Verb::parse(r#"{"verb":"sip:refer","referTo":"x"}"#).unwrap();
+        let nested = Verb::parse(r#"{"sip:refer":{"referTo":"x"}}"#).unwrap();
+        assert_eq!(flat.name(), "sip:refer");
+        assert_eq!(nested.name(), "sip:refer");
+        assert_eq!(flat.props, nested.props);
+    }
+
+    #[test]
+    fn malformed_verbs_name_the_cause() {
+        assert!(invalid(Verb::parse("{")).starts_with("verb is not valid JSON: EOF"));
+        assert_eq!(invalid(Verb::parse("[]")), "a verb is a JSON object, got an array");
+        assert_eq!(
+            invalid(Verb::parse(r#"{"verb": 7}"#)),
+            "verb: expected the verb name as a string, got a number"
+        );
+        assert_eq!(
+            invalid(Verb::parse(r#"{"sip:refer": "x"}"#)),
+            "sip:refer: expected the verb's properties as an object, got a string"
+        );
+        assert!(invalid(Verb::parse(r#"{"a": {}, "b": {}}"#)).contains("\"verb\" property"));
+        assert!(invalid(Verb::parse("{}")).contains("\"verb\" property"));
+    }
+
+    #[test]
+    fn property_readers_check_types() {
+        let verb = Verb::parse(
+            r#"{"verb":"v","s":1,"p":-3,"f":1.5,"h":[],"t":99,"hk":{"url":"/a","x":1},"hs":{"X-A":null}}"#,
+        )
+        .unwrap();
+        let mut p = verb.props();
+        assert_eq!(invalid(p.string("s")), "v: s: expected a string, got a number");
+        assert!(invalid(p.phone_or_string("p")).contains("-3 is not a phone number"));
+        assert!(invalid(p.phone_or_string("f")).contains("1.5 is not a phone number"));
+        assert_eq!(
+            invalid(p.phone_or_string("h")),
+            "v: h: expected a string or a phone number, got an array"
+        );
+        assert_eq!(
+            invalid(p.seconds("t", 1..=60)),
+            "v: t: expected a whole number of seconds from 1 to 60, got 99"
+        );
+        assert_eq!(invalid(p.hook("hk")), "v: hk: unknown property x");
+        assert_eq!(
+            invalid(p.headers("hs")),
+            "v: hs: X-A: expected a string, number or boolean, got null"
+        );
+        assert_eq!(p.string("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn hooks_take_both_forms() {
+        let verb = Verb::parse(
+            r#"{"verb":"v","a":"https://app.example/refer","b":{"url":"/status","method":"get","username":"u","password":"p"},"c":"","d":{"method":"POST"},"e":{"url":"/x","method":"PUT"}}"#,
+        )
+        .unwrap();
+        let mut p = verb.props();
+        let a = p.hook("a").unwrap().unwrap();
+        assert_eq!((a.url.as_str(), a.method.as_str()), ("https://app.example/refer", "POST"));
+        let b = p.hook("b").unwrap().unwrap();
+        assert_eq!(
+            (b.url.as_str(), b.method.as_str(), b.username.as_deref(), b.password.as_deref()),
+            ("/status", "GET", Some("u"), Some("p"))
+        );
+        assert_eq!(invalid(p.hook("c")), "v: c: the URL is empty");
+        assert_eq!(invalid(p.hook("d")), "v: d: url: missing");
+        assert_eq!(invalid(p.hook("e")), "v: e: method: expected GET or POST, got \"PUT\"");
+    }
+
+    #[test]
+    fn headers_are_checked_and_unique() {
+        let verb = Verb::parse(
+            r#"{"verb":"v","ok":{"X-Id":42,"Refer-Sub":false},"dup":{"X-A":"1","x-a":"2"},"own":{"CSeq":"1 REFER"},"inj":{"X-A":"1\r\nVia: x"}}"#,
+        )
+        .unwrap();
+        let mut p = verb.props();
+        let ok = p.headers("ok").unwrap();
+        assert_eq!(
+            ok.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect::<Vec<_>>(),
+            [("Refer-Sub", "false"), ("X-Id", "42")]
+        );
+        assert_eq!(invalid(p.headers("dup")), "v: dup: header x-a is given twice");
+        assert_eq!(
+            invalid(p.headers("own")),
+            "v: own: header CSeq is set by the SIP stack and cannot be given in `headers`"
+        );
+        assert_eq!(invalid(p.headers("inj")), "v: inj: header X-A: value contains a line break");
+    }
+
+    #[test]
+    fn finish_refuses_unread_properties_but_not_the_comment_key() {
+        let verb = Verb::parse(r#"{"verb":"v","a":"1","_":"comment"}"#).unwrap();
+        let mut p = verb.props();
+        p.string("a").unwrap();
+        p.finish().unwrap();
+        let verb = Verb::parse(r#"{"verb":"v","a":"1","zz":2}"#).unwrap();
+        let mut p = verb.props();
+        p.string("a").unwrap();
+        assert_eq!(invalid(p.finish()), "v: unknown property zz");
+    }
+}
