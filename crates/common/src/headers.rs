@@ -155,8 +155,18 @@ mod tests {
     #[test]
     fn stack_owned_headers_are_refused_in_any_spelling() {
         for name in [
-            "via", "FROM", "t", "i", "CSeq", "m", "max-forwards", "l", "Refer-To", "r",
-            "referred-by", "b",
+            "via",
+            "FROM",
+            "t",
+            "i",
+            "CSeq",
+            "m",
+            "max-forwards",
+            "l",
+            "Refer-To",
+            "r",
+            "referred-by",
+            "b",
         ] {
             assert!(
                 matches!(check_custom(name, "x"), Err(HeaderError::StackOwned(_))),
@@ -173,7 +183,10 @@ mod tests {
     fn custom_headers_pass_and_injection_does_not() {
         assert_eq!(check_custom("X-Customer-Id", "42"), Ok(()));
         assert_eq!(check_custom("Refer-Sub", "false"), Ok(()));
-        assert_eq!(check_custom("User-to-User", "56a390f3d2b7310023a2;encoding=hex"), Ok(()));
+        assert_eq!(
+            check_custom("User-to-User", "56a390f3d2b7310023a2;encoding=hex"),
+            Ok(())
+        );
         assert!(matches!(
             check_custom("X-A", "1\r\nVia: SIP/2.0/UDP evil"),
             Err(HeaderError::InvalidValue { .. })

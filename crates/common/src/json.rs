@@ -24,7 +24,11 @@ pub struct JsonError {
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at line {} column {}", self.message, self.line, self.column)
+        write!(
+            f,
+            "{} at line {} column {}",
+            self.message, self.line, self.column
+        )
     }
 }
 
@@ -51,7 +55,12 @@ pub fn parse(text: &str) -> Result<Value, JsonError> {
 
 /// Converts a serde_json error in `parsed` (which is `original` with quotes added at the
 /// byte offsets `quoted_at`) into one positioned in `original`.
-fn positioned(err: &serde_json::Error, parsed: &str, original: &str, quoted_at: &[usize]) -> JsonError {
+fn positioned(
+    err: &serde_json::Error,
+    parsed: &str,
+    original: &str,
+    quoted_at: &[usize],
+) -> JsonError {
     let full = err.to_string();
     let message = match full.rfind(" at line ") {
         Some(cut) => full[..cut].to_owned(),
@@ -178,7 +187,10 @@ mod tests {
         let err = parse("{\"a\": +49, \"b\": +49, \"c\": }").unwrap_err();
         assert_eq!((err.line, err.column), (1, 27), "{err}");
         assert_eq!(err.message, "expected value");
-        assert!(parse("+49").is_err(), "a bare top-level number is not a verb");
+        assert!(
+            parse("+49").is_err(),
+            "a bare top-level number is not a verb"
+        );
         assert!(parse("").is_err());
         assert!(parse("{\"a\": +}").is_err());
         assert!(parse("{\"a\": 1").is_err());

@@ -4,7 +4,8 @@
 //! - [`sipfrag`]: the lenient `message/sipfrag` status-line parser (RFC 3420);
 //! - [`subscription`]: the `Subscription-State` header (RFC 6665);
 //! - [`headers`]: header names (compact forms, headers the SIP stack owns) and value checks;
-//! - [`json`]: the verb JSON reader that accepts phone numbers written without quotes.
+//! - [`json`]: the verb JSON reader that accepts phone numbers written without quotes;
+//! - [`status`]: reason phrases of SIP status codes.
 //!
 //! There is exactly one implementation of each: the SIP stack, the mock host and the guest
 //! SDK call these, so a sipfrag body means the same thing everywhere.
@@ -12,4 +13,5 @@
 pub mod headers;
 pub mod json;
 pub mod sipfrag;
+pub mod status;
 pub mod subscription;

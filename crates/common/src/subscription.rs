@@ -88,6 +88,9 @@ mod tests {
         assert_eq!(parse("waiting"), None);
         let s = parse("active;expires=soon;reason").expect("substate is valid");
         assert_eq!((s.expires, s.reason), (None, None));
-        assert_eq!(parse("active;expires=99999999999").and_then(|s| s.expires), None);
+        assert_eq!(
+            parse("active;expires=99999999999").and_then(|s| s.expires),
+            None
+        );
     }
 }

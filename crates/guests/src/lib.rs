@@ -1,1 +1,15 @@
-//! placeholder
+//! The workspace's guest plugins, built from source for `wasm32-wasip2` when this crate
+//! builds. Each constant is the path of a component; [`SIP_REFER_WASM`] embeds the `sip:refer`
+//! plugin itself, which the `verbhost` binary ships as its built-in.
+//!
+//! - [`SIP_REFER`]: `guest/sip-refer`, the `sip:refer` verb.
+//! - [`MISBEHAVE`]: `guest/misbehave`, a plugin that breaks the rules on request (loops,
+//!   allocates without end, panics, floods the host, returns garbage), for the runtime's tests.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+/// The `sip:refer` plugin's component bytes.
+pub static SIP_REFER_WASM: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/guests-target/wasm32-wasip2/release/verbhost_guest_sip_refer.wasm"
+));

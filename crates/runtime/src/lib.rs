@@ -1,1 +1,78 @@
-//! placeholder
+//! Runs verbhost verb plugins.
+//!
+//! A plugin is a WebAssembly component targeting the `verb-plugin` world of
+//! `wit/plugin.wit` (`verbhost:plugin@0.1.0`). The runtime follows wasmtime's fast path: one
+//! [`Runtime`] per process holds the `Engine` and a `Linker` built once; [`Runtime::load`]
+//! checks and pre-instantiates a plugin into a [`Plugin`]; every [`Plugin::run`] gets a fresh
+//! `Store`, so a trap in one verb can never affect another.
+//!
+//! The embedder supplies the call: a [`CallHost`] implementation that sends REFERs and
+//! delivers NOTIFYs (the SIP stack in production, scripted answers in the mock host).
+//!
+//! Each run is bounded: guest CPU time (epoch interruption, time parked in host calls not
+//! counted), linear memory, host calls, bytes passed in and out, log volume and events. A
+//! guest that exceeds a bound traps and the run ends with a [`RunError`] that names the bound;
+//! the host and every other call carry on.
+//!
+//! WASI is linked with nothing granted: no files, environment, sockets or clocks. stdout and
+//! stderr go to a small in-memory buffer that is reported with traps. Plugins may import only
+//! the contract, `wasi:io`, `wasi:cli` and the insecure-random interfaces Rust's `HashMap`
+//! uses (seeded deterministically); anything else is refused at load with the import named.
+
+mod bindings;
+mod config;
+mod error;
+mod host;
+mod plugin;
+
+pub use config::RuntimeConfig;
+pub use error::{LoadError, RunError, TrapKind};
+pub use host::CallHost;
+pub use plugin::{Outcome, Plugin, Run, Runtime};
+
+pub use bindings::exports::verbhost::plugin::verb::{PluginInfo, VerbError};
+pub use bindings::verbhost::plugin::sip::{
+    Notify, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, SipfragStatus,
+    SubscriptionState, SubscriptionStatus,
+};
+pub use bindings::verbhost::plugin::types::{
+    CallInfo, Direction, Header, Identity, Level, Webhook,
+};
+
+/// The contract version this host implements. Plugins built against any `0.1.x` load.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Builds the contract's view of a NOTIFY from its raw parts, exactly as every host does:
+/// the `Subscription-State` header parsed, and the sipfrag status line read when the
+/// Content-Type is `message/sipfrag` (in any letter case, with any parameters).
+pub fn notify_from_parts(
+    subscription_state: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Notify {
+    use verbhost_common::{sipfrag, subscription};
+    let state = subscription_state
+        .and_then(subscription::parse)
+        .map(|s| SubscriptionState {
+            status: match s.status {
+                subscription::Status::Active => SubscriptionStatus::Active,
+                subscription::Status::Pending => SubscriptionStatus::Pending,
+                subscription::Status::Terminated => SubscriptionStatus::Terminated,
+            },
+            expires: s.expires,
+            reason: s.reason,
+        });
+    let sipfrag = content_type
+        .filter(|ct| sipfrag::is_sipfrag_content_type(ct))
+        .and_then(|_| sipfrag::parse_status_line(&body))
+        .map(|line| SipfragStatus {
+            code: line.code,
+            reason: line.reason,
+        });
+    Notify {
+        state,
+        content_type: content_type.map(str::to_owned),
+        body,
+        sipfrag,
+    }
+}

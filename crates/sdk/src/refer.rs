@@ -66,7 +66,9 @@ impl SipRefer {
             .ok_or_else(|| p.error("referTo", "missing (the transfer target is required)"))?
             .trim()
             .to_owned();
-        let referred_by = p.phone_or_string("referredBy")?.map(|s| s.trim().to_owned());
+        let referred_by = p
+            .phone_or_string("referredBy")?
+            .map(|s| s.trim().to_owned());
         let referred_by_display_name = p.string("referredByDisplayName")?;
         let headers = p.headers("headers")?;
         let action_hook = p.hook("actionHook")?;
@@ -78,10 +80,7 @@ impl SipRefer {
             .seconds("transferTimeout", 1..=3600)?
             .unwrap_or(DEFAULT_TRANSFER_TIMEOUT_MS.max(notify_timeout_ms));
         if transfer_timeout_ms < notify_timeout_ms {
-            return Err(p.error(
-                "transferTimeout",
-                "must not be shorter than notifyTimeout",
-            ));
+            return Err(p.error("transferTimeout", "must not be shorter than notifyTimeout"));
         }
         // Check the target's form now, so a bad one is reported as a verb error before
         // anything is sent. The domain only matters for bare targets.
@@ -220,7 +219,11 @@ fn target_uri(target: &str, default_domain: &str) -> Result<String, TargetError>
     }
     let domain = default_domain.trim();
     if let Some(number) = phone_number(target) {
-        let user_phone = if number.starts_with('+') { ";user=phone" } else { "" };
+        let user_phone = if number.starts_with('+') {
+            ";user=phone"
+        } else {
+            ""
+        };
         return Ok(format!("sip:{number}@{domain}{user_phone}"));
     }
     if let Some(c) = target.chars().find(|c| !is_user_char(*c)) {
@@ -257,13 +260,17 @@ fn is_user_char(c: char) -> bool {
 /// tokens.
 fn check_name_addr(value: &str) -> Result<(), TargetError> {
     let open = value.find('<').ok_or(TargetError::Unbalanced)?;
-    let close = value[open..].find('>').map(|i| open + i).ok_or(TargetError::Unbalanced)?;
+    let close = value[open..]
+        .find('>')
+        .map(|i| open + i)
+        .ok_or(TargetError::Unbalanced)?;
     let uri = value[open + 1..close].trim();
     if uri.is_empty() || value[close + 1..].contains(['<', '>']) || value[..open].contains('>') {
         return Err(TargetError::Unbalanced);
     }
     let scheme = uri.split(':').next().unwrap_or("");
-    if !matches!(scheme.to_ascii_lowercase().as_str(), "sip" | "sips" | "tel") || !uri.contains(':') {
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "sip" | "sips" | "tel") || !uri.contains(':')
+    {
         return Err(TargetError::Scheme(scheme.to_owned()));
     }
     let display = value[..open].trim();
@@ -338,12 +345,27 @@ mod tests {
                 "sip:carol@example.com?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2",
                 "<sip:carol@example.com?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>",
             ),
-            ("<sip:carol@example.com;transport=tcp>", "<sip:carol@example.com;transport=tcp>"),
-            ("\"Carol \\\"C\\\"\" <sip:carol@example.com>", "\"Carol \\\"C\\\"\" <sip:carol@example.com>"),
-            ("Carol <sip:carol@example.com>", "Carol <sip:carol@example.com>"),
+            (
+                "<sip:carol@example.com;transport=tcp>",
+                "<sip:carol@example.com;transport=tcp>",
+            ),
+            (
+                "\"Carol \\\"C\\\"\" <sip:carol@example.com>",
+                "\"Carol \\\"C\\\"\" <sip:carol@example.com>",
+            ),
+            (
+                "Carol <sip:carol@example.com>",
+                "Carol <sip:carol@example.com>",
+            ),
             ("carol@example.com", "<sip:carol@example.com>"),
-            ("+4915112345678", "<sip:+4915112345678@sip.example.com;user=phone>"),
-            ("+49 (151) 123-45.678", "<sip:+4915112345678@sip.example.com;user=phone>"),
+            (
+                "+4915112345678",
+                "<sip:+4915112345678@sip.example.com;user=phone>",
+            ),
+            (
+                "+49 (151) 123-45.678",
+                "<sip:+4915112345678@sip.example.com;user=phone>",
+            ),
             ("015112345678", "<sip:015112345678@sip.example.com>"),
             ("4930123", "<sip:4930123@sip.example.com>"),
             ("support-queue", "<sip:support-queue@sip.example.com>"),
@@ -386,16 +408,26 @@ mod tests {
 
     #[test]
     fn referred_by_defaults_to_the_transferred_party_with_escaped_name() {
-        let alice = party(Some("Alice \"Al\" \\ Smith"), "sip:+4930111@carrier.example");
+        let alice = party(
+            Some("Alice \"Al\" \\ Smith"),
+            "sip:+4930111@carrier.example",
+        );
         assert_eq!(
             referred_by(None, None, &alice, D).unwrap().unwrap(),
             r#""Alice \"Al\" \\ Smith" <sip:+4930111@carrier.example>"#
         );
         assert_eq!(
-            referred_by(None, Some("Front Desk"), &alice, D).unwrap().unwrap(),
+            referred_by(None, Some("Front Desk"), &alice, D)
+                .unwrap()
+                .unwrap(),
             r#""Front Desk" <sip:+4930111@carrier.example>"#
         );
-        assert_eq!(referred_by(None, None, &party(None, "tel:+1"), D).unwrap().unwrap(), "<tel:+1>");
+        assert_eq!(
+            referred_by(None, None, &party(None, "tel:+1"), D)
+                .unwrap()
+                .unwrap(),
+            "<tel:+1>"
+        );
         assert_eq!(referred_by(None, None, &party(None, ""), D).unwrap(), None);
     }
 
@@ -403,19 +435,27 @@ mod tests {
     fn referred_by_given_is_formatted_and_keeps_its_own_name() {
         let nobody = party(None, "");
         assert_eq!(
-            referred_by(Some("+4930999"), Some("Sales"), &nobody, D).unwrap().unwrap(),
+            referred_by(Some("+4930999"), Some("Sales"), &nobody, D)
+                .unwrap()
+                .unwrap(),
             r#""Sales" <sip:+4930999@sip.example.com;user=phone>"#
         );
         assert_eq!(
-            referred_by(Some("sip:bob@x;transport=tcp"), None, &nobody, D).unwrap().unwrap(),
+            referred_by(Some("sip:bob@x;transport=tcp"), None, &nobody, D)
+                .unwrap()
+                .unwrap(),
             "<sip:bob@x;transport=tcp>"
         );
         assert_eq!(
-            referred_by(Some("<sip:bob@x>;tag=1"), Some("Bob"), &nobody, D).unwrap().unwrap(),
+            referred_by(Some("<sip:bob@x>;tag=1"), Some("Bob"), &nobody, D)
+                .unwrap()
+                .unwrap(),
             r#""Bob" <sip:bob@x>;tag=1"#
         );
         assert_eq!(
-            referred_by(Some("\"Bobby\" <sip:bob@x>"), Some("Bob"), &nobody, D).unwrap().unwrap(),
+            referred_by(Some("\"Bobby\" <sip:bob@x>"), Some("Bob"), &nobody, D)
+                .unwrap()
+                .unwrap(),
             r#""Bobby" <sip:bob@x>"#
         );
         assert!(referred_by(Some("<sip:bob@x"), None, &nobody, D).is_err());
@@ -432,7 +472,10 @@ mod tests {
     fn the_verb_parses_with_defaults() {
         let v = SipRefer::parse(r#"{"verb":"sip:refer","referTo":+4930123}"#).unwrap();
         assert_eq!(v.refer_to, "+4930123");
-        assert_eq!((v.notify_timeout_ms, v.transfer_timeout_ms), (40_000, 180_000));
+        assert_eq!(
+            (v.notify_timeout_ms, v.transfer_timeout_ms),
+            (40_000, 180_000)
+        );
         assert!(!v.asks_no_subscription());
         let v = SipRefer::parse(
             r#"{"sip:refer":{"referTo":"sip:c@x","headers":{"refer-sub":"False"},"notifyTimeout":5,"transferTimeout":5}}"#,

@@ -1,12 +1,12 @@
 //! SIP actions in the call's dialog: REFER and its subscription.
 
 use crate::bindings::verbhost::plugin::sip as wit;
+/// A NOTIFY of a REFER's subscription.
+pub use wit::Notify;
 pub use wit::{
     NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, SipfragStatus,
     SubscriptionState, SubscriptionStatus,
 };
-/// A NOTIFY of a REFER's subscription.
-pub use wit::Notify;
 
 use crate::Header;
 

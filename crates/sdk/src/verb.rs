@@ -45,7 +45,9 @@ impl Verb {
                 )));
             };
             if name.is_empty() {
-                return Err(VerbError::InvalidVerb("verb: the verb name is empty".into()));
+                return Err(VerbError::InvalidVerb(
+                    "verb: the verb name is empty".into(),
+                ));
             }
             return Ok(Verb {
                 name,
@@ -171,7 +173,9 @@ impl<'a> Props<'a> {
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
-        parse_hook(value).map(Some).map_err(|why| self.error(key, why))
+        parse_hook(value)
+            .map(Some)
+            .map_err(|why| self.error(key, why))
     }
 
     /// Optional extra SIP headers: an object of header names to values. Strings, numbers and
@@ -185,7 +189,10 @@ impl<'a> Props<'a> {
         let Value::Object(map) = value else {
             return Err(self.error(
                 key,
-                format!("expected an object of header names to values, got {}", kind(value)),
+                format!(
+                    "expected an object of header names to values, got {}",
+                    kind(value)
+                ),
             ));
         };
         let mut headers: Vec<Header> = Vec::with_capacity(map.len());
@@ -204,8 +211,7 @@ impl<'a> Props<'a> {
                     ));
                 }
             };
-            verbhost_common::headers::check_custom(name, &value)
-                .map_err(|e| self.error(key, e))?;
+            verbhost_common::headers::check_custom(name, &value).map_err(|e| self.error(key, e))?;
             if headers
                 .iter()
                 .any(|h| verbhost_common::headers::same_name(&h.name, name))
@@ -241,7 +247,9 @@ fn parse_hook(value: &Value) -> Result<Webhook, String> {
         if url.trim().is_empty() {
             Err("the URL is empty".to_owned())
         } else if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Err(format!("the URL {url:?} contains white space or control characters"))
+            Err(format!(
+                "the URL {url:?} contains white space or control characters"
+            ))
         } else {
             Ok(url.to_owned())
         }
@@ -334,7 +342,10 @@ mod tests {
     #[test]
     fn malformed_verbs_name_the_cause() {
         assert!(invalid(Verb::parse("{")).starts_with("verb is not valid JSON: EOF"));
-        assert_eq!(invalid(Verb::parse("[]")), "a verb is a JSON object, got an array");
+        assert_eq!(
+            invalid(Verb::parse("[]")),
+            "a verb is a JSON object, got an array"
+        );
         assert_eq!(
             invalid(Verb::parse(r#"{"verb": 7}"#)),
             "verb: expected the verb name as a string, got a number"
@@ -354,7 +365,10 @@ mod tests {
         )
         .unwrap();
         let mut p = verb.props();
-        assert_eq!(invalid(p.string("s")), "v: s: expected a string, got a number");
+        assert_eq!(
+            invalid(p.string("s")),
+            "v: s: expected a string, got a number"
+        );
         assert!(invalid(p.phone_or_string("p")).contains("-3 is not a phone number"));
         assert!(invalid(p.phone_or_string("f")).contains("1.5 is not a phone number"));
         assert_eq!(
@@ -381,15 +395,26 @@ mod tests {
         .unwrap();
         let mut p = verb.props();
         let a = p.hook("a").unwrap().unwrap();
-        assert_eq!((a.url.as_str(), a.method.as_str()), ("https://app.example/refer", "POST"));
+        assert_eq!(
+            (a.url.as_str(), a.method.as_str()),
+            ("https://app.example/refer", "POST")
+        );
         let b = p.hook("b").unwrap().unwrap();
         assert_eq!(
-            (b.url.as_str(), b.method.as_str(), b.username.as_deref(), b.password.as_deref()),
+            (
+                b.url.as_str(),
+                b.method.as_str(),
+                b.username.as_deref(),
+                b.password.as_deref()
+            ),
             ("/status", "GET", Some("u"), Some("p"))
         );
         assert_eq!(invalid(p.hook("c")), "v: c: the URL is empty");
         assert_eq!(invalid(p.hook("d")), "v: d: url: missing");
-        assert_eq!(invalid(p.hook("e")), "v: e: method: expected GET or POST, got \"PUT\"");
+        assert_eq!(
+            invalid(p.hook("e")),
+            "v: e: method: expected GET or POST, got \"PUT\""
+        );
     }
 
     #[test]
@@ -401,15 +426,23 @@ mod tests {
         let mut p = verb.props();
         let ok = p.headers("ok").unwrap();
         assert_eq!(
-            ok.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect::<Vec<_>>(),
+            ok.iter()
+                .map(|h| (h.name.as_str(), h.value.as_str()))
+                .collect::<Vec<_>>(),
             [("Refer-Sub", "false"), ("X-Id", "42")]
         );
-        assert_eq!(invalid(p.headers("dup")), "v: dup: header x-a is given twice");
+        assert_eq!(
+            invalid(p.headers("dup")),
+            "v: dup: header x-a is given twice"
+        );
         assert_eq!(
             invalid(p.headers("own")),
             "v: own: header CSeq is set by the SIP stack and cannot be given in `headers`"
         );
-        assert_eq!(invalid(p.headers("inj")), "v: inj: header X-A: value contains a line break");
+        assert_eq!(
+            invalid(p.headers("inj")),
+            "v: inj: header X-A: value contains a line break"
+        );
     }
 
     #[test]

@@ -1,1 +1,118 @@
+//! A plugin that breaks the rules on request, so the runtime's bounds are tested against a
+//! real guest. The verb `{"verb": "misbehave", "mode": "..."}` picks the offence.
 
+use std::hint::black_box;
+
+use serde_json::json;
+use verbhost_sdk::sip::{self, ReferRequest};
+use verbhost_sdk::{
+    CallInfo, Completion, Header, Plugin, PluginInfo, VerbError, Webhook, export_plugin, host,
+};
+
+struct Misbehave;
+
+impl Plugin for Misbehave {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "misbehave".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            verbs: vec!["misbehave".into()],
+        }
+    }
+
+    fn run(verb: &str, _call: &CallInfo) -> Result<Completion, VerbError> {
+        let verb = verbhost_sdk::verb::Verb::parse(verb)?;
+        let mut props = verb.props();
+        let mode = props.string("mode")?.unwrap_or_default();
+        props.finish()?;
+        let hook = Webhook {
+            url: "http://127.0.0.1:9/events".into(),
+            method: "POST".into(),
+            username: None,
+            password: None,
+        };
+        let mut payload = json!({});
+        let mut event = "DONE".to_owned();
+        match mode.as_str() {
+            "ok" => {}
+            "loop" => loop {
+                black_box(0u64);
+            },
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            "stack" => {
+                payload["depth"] = recurse(black_box(1)).into();
+            }
+            "panic" => panic!("the plugin gave up on purpose"),
+            "host-call-flood" => loop {
+                black_box(host::clock_ms());
+            },
+            "log-flood" => {
+                let line = "x".repeat(1024);
+                for _ in 0..1000 {
+                    host::info(&line);
+                }
+            }
+            "event-flood" => {
+                let mut refused = None;
+                for n in 0..100_000u32 {
+                    if let Err(err) = host::emit_event(&hook, &json!({ "n": n })) {
+                        refused = Some((n, err.message()));
+                        break;
+                    }
+                }
+                payload["refused"] = json!(refused);
+            }
+            "owned-header" => {
+                let request = ReferRequest {
+                    refer_to: "<sip:carol@example.com>".into(),
+                    referred_by: None,
+                    headers: vec![Header {
+                        name: "via".into(),
+                        value: "SIP/2.0/UDP 10.0.0.1".into(),
+                    }],
+                };
+                payload["error"] = match sip::send_refer(&request) {
+                    Ok(response) => json!(format!("sent, answered {}", response.status)),
+                    Err(err) => json!(err.message()),
+                };
+            }
+            "bad-payload" => {
+                return Ok(Completion {
+                    event,
+                    payload: "this is not JSON".into(),
+                    action_hook: None,
+                    call_left: false,
+                });
+            }
+            "bad-event" => event = "no spaces allowed".into(),
+            other => {
+                return Err(VerbError::InvalidVerb(format!(
+                    "misbehave: mode: unknown {other:?}"
+                )));
+            }
+        }
+        Ok(Completion {
+            event,
+            payload: payload.to_string(),
+            action_hook: None,
+            call_left: false,
+        })
+    }
+}
+
+fn recurse(n: u64) -> u64 {
+    let buffer = black_box([n; 64]);
+    if black_box(true) {
+        recurse(n + 1) + buffer[3]
+    } else {
+        n
+    }
+}
+
+export_plugin!(Misbehave);

@@ -1,0 +1,222 @@
+//! The scripted call: a [`CallHost`] that answers from a scenario on a virtual clock and
+//! records everything the plugin asked for.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use verbhost_runtime::{
+    CallHost, Header, Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse,
+    SubscriptionStatus, Webhook,
+};
+
+use crate::scenario::{ReferErrorSpec, ReferResponseSpec, Scenario, ScriptedEvent};
+
+/// A call driven by a scenario. Time is virtual: waiting costs nothing, so a 40-second
+/// timeout is tested in microseconds and always lands on the same millisecond.
+#[derive(Debug)]
+pub struct MockCall {
+    response: Option<ReferResponseSpec>,
+    events: VecDeque<(u64, ScriptedEvent)>,
+    clock: u64,
+    /// The subscription `on-notify` may wait on: set by a 2xx, cleared when it ends.
+    live_refer: Option<u32>,
+    /// The REFERs the plugin asked for.
+    pub refers: Vec<ReferRequest>,
+    /// The events it emitted: hook and payload.
+    pub events_emitted: Vec<(Webhook, Map<String, Value>)>,
+    /// Its log lines.
+    pub logs: Vec<(Level, String)>,
+    /// The timeouts it passed to `on-notify`, in ms.
+    pub notify_timeouts_ms: Vec<u32>,
+    /// What happened, one line per host call, with the virtual time.
+    pub transcript: Vec<String>,
+    /// Host calls the scenario did not allow (a REFER it does not script, a second REFER).
+    pub violations: Vec<String>,
+}
+
+impl MockCall {
+    /// A call scripted by `scenario`.
+    pub fn new(scenario: &Scenario) -> Self {
+        // Events without a time follow the previous one immediately.
+        let mut at = 0;
+        let events = scenario
+            .notifies
+            .iter()
+            .map(|event| {
+                at = event.at_ms.unwrap_or(at);
+                (at, event.clone())
+            })
+            .collect();
+        MockCall {
+            response: scenario.refer_response.clone(),
+            events,
+            clock: 0,
+            live_refer: None,
+            refers: Vec::new(),
+            events_emitted: Vec::new(),
+            logs: Vec::new(),
+            notify_timeouts_ms: Vec::new(),
+            transcript: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// The virtual clock, in ms.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock
+    }
+
+    fn note(&mut self, line: String) {
+        self.transcript
+            .push(format!("{:>7} ms  {line}", self.clock));
+    }
+
+    fn answer_refer(&mut self) -> Result<ReferResponse, ReferError> {
+        if self.refers.len() > 1 {
+            self.violations
+                .push("the plugin sent a second REFER; the scenario scripts one".into());
+            return Err(ReferError::Rejected(
+                "mock host: the scenario scripts one REFER".into(),
+            ));
+        }
+        let Some(spec) = self.response.clone() else {
+            self.violations
+                .push("the plugin sent a REFER, but the scenario scripts no refer_response".into());
+            return Err(ReferError::DialogGone);
+        };
+        self.clock = self.clock.max(spec.at_ms);
+        if let Some(error) = spec.error {
+            return Err(match error {
+                ReferErrorSpec::Timeout => ReferError::Timeout,
+                ReferErrorSpec::DialogGone => ReferError::DialogGone,
+                ReferErrorSpec::Transport(why) => ReferError::Transport(why),
+                ReferErrorSpec::Rejected(why) => ReferError::Rejected(why),
+            });
+        }
+        // Invariant of Scenario::check: a response without `error` has a status.
+        let status = spec.status.unwrap_or(500);
+        if (200..300).contains(&status) {
+            self.live_refer = Some(spec.refer_id);
+        }
+        Ok(ReferResponse {
+            refer_id: spec.refer_id,
+            status,
+            reason: spec
+                .reason
+                .unwrap_or_else(|| verbhost_common::status::reason_phrase(status).to_owned()),
+            headers: spec
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+        })
+    }
+
+    fn next_event(&mut self, refer_id: u32, timeout: Duration) -> Result<ReferEvent, NotifyError> {
+        if self.live_refer != Some(refer_id) {
+            return Err(NotifyError::UnknownRefer(refer_id));
+        }
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.clock.saturating_add(timeout_ms);
+        match self.events.front() {
+            Some((at, _)) if *at <= deadline => {}
+            _ => {
+                self.clock = deadline;
+                return Ok(ReferEvent::TimedOut);
+            }
+        }
+        let Some((at, event)) = self.events.pop_front() else {
+            return Ok(ReferEvent::TimedOut);
+        };
+        self.clock = self.clock.max(at);
+        // Scenario::check makes every event a NOTIFY or a BYE.
+        let Some(spec) = event.notify else {
+            self.live_refer = None;
+            return Ok(ReferEvent::DialogEnded);
+        };
+        let notify = verbhost_runtime::notify_from_parts(
+            spec.state.as_deref(),
+            spec.content_type.as_deref(),
+            spec.body.into_bytes(),
+        );
+        if notify
+            .state
+            .as_ref()
+            .is_some_and(|s| s.status == SubscriptionStatus::Terminated)
+        {
+            self.live_refer = None;
+        }
+        Ok(ReferEvent::Notify(notify))
+    }
+}
+
+impl CallHost for MockCall {
+    async fn send_refer(&mut self, request: ReferRequest) -> Result<ReferResponse, ReferError> {
+        self.refers.push(request.clone());
+        let mut line = format!("send-refer  Refer-To: {}", request.refer_to);
+        if let Some(by) = &request.referred_by {
+            line.push_str(&format!("  Referred-By: {by}"));
+        }
+        for header in &request.headers {
+            line.push_str(&format!("  {}: {}", header.name, header.value));
+        }
+        self.note(line);
+        let answer = self.answer_refer();
+        match &answer {
+            Ok(response) => self.note(format!(
+                "  <- {} {} (refer id {})",
+                response.status, response.reason, response.refer_id
+            )),
+            Err(err) => self.note(format!("  <- error {err:?}")),
+        }
+        answer
+    }
+
+    async fn on_notify(
+        &mut self,
+        refer_id: u32,
+        timeout: Duration,
+    ) -> Result<ReferEvent, NotifyError> {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        self.notify_timeouts_ms.push(timeout_ms);
+        self.note(format!("on-notify({refer_id}, {timeout_ms} ms)"));
+        let event = self.next_event(refer_id, timeout);
+        let line = match &event {
+            Ok(ReferEvent::Notify(n)) => format!(
+                "  <- NOTIFY {} state={:?} content-type={:?} body={:?}",
+                n.sipfrag
+                    .as_ref()
+                    .map_or("(no status)".to_owned(), |s| format!(
+                        "{} {}",
+                        s.code, s.reason
+                    )),
+                n.state.as_ref().map(|s| s.status),
+                n.content_type,
+                String::from_utf8_lossy(&n.body)
+            ),
+            Ok(other) => format!("  <- {other:?}"),
+            Err(err) => format!("  <- error {err:?}"),
+        };
+        self.note(line);
+        event
+    }
+
+    fn emit_event(&mut self, hook: Webhook, payload: Map<String, Value>) {
+        self.note(format!(
+            "emit-event {} {}",
+            hook.url,
+            Value::Object(payload.clone())
+        ));
+        self.events_emitted.push((hook, payload));
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.note(format!("log {level:?}: {message}"));
+        self.logs.push((level, message.to_owned()));
+    }
+
+    fn clock_ms(&mut self) -> u64 {
+        self.clock
+    }
+}

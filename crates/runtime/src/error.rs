@@ -1,0 +1,133 @@
+//! Errors of loading and running plugins.
+
+use std::time::Duration;
+
+use crate::VerbError;
+
+/// Why a plugin could not be loaded. The old plugin (if any) keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The plugin is larger than the runtime accepts.
+    #[error("plugin is {len} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component imports something the sandbox does not grant.
+    #[error("plugin imports {import}, which verbhost does not grant: {why}")]
+    ForbiddenImport {
+        /// The import's name.
+        import: String,
+        /// What to do instead.
+        why: &'static str,
+    },
+    /// The component does not implement the contract version this host supports.
+    #[error(
+        "plugin does not export verbhost:plugin/verb@{expected} (it exports: {found}); rebuild it with verbhost-sdk {expected}"
+    )]
+    WrongContract {
+        /// The track this host supports.
+        expected: &'static str,
+        /// What it exports instead.
+        found: String,
+    },
+    /// The component's imports or exports do not type-check against the contract.
+    #[error("plugin does not fit the contract: {0}")]
+    Link(String),
+    /// `describe` trapped or returned nonsense.
+    #[error("plugin failed its load check: {0}")]
+    Describe(String),
+}
+
+/// What ended a run that did not complete normally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The verb JSON is larger than the runtime accepts; the plugin was not entered.
+    #[error("verb is {len} bytes, more than the limit of {limit}")]
+    VerbTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The plugin refused the verb or failed (its own error, returned normally).
+    #[error("{}", verb_error_text(.0))]
+    Verb(VerbError),
+    /// The plugin trapped: a bug or an exceeded bound. The store was discarded.
+    #[error("plugin trapped ({kind}): {message}{}", stderr_suffix(.guest_output))]
+    Trap {
+        /// Which bound or fault.
+        kind: TrapKind,
+        /// wasmtime's description.
+        message: String,
+        /// The tail of the guest's stdout/stderr (a Rust panic message lands here).
+        guest_output: String,
+    },
+    /// The run took longer than the wall-clock limit.
+    #[error("plugin ran longer than {0:?} and was stopped")]
+    WallClock(Duration),
+    /// The plugin completed with something the host cannot use.
+    #[error("plugin returned an invalid completion: {0}")]
+    InvalidCompletion(String),
+    /// The plugin could not be instantiated (for example every slot is busy).
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+fn verb_error_text(err: &VerbError) -> String {
+    match err {
+        VerbError::InvalidVerb(why) => format!("invalid verb: {why}"),
+        VerbError::Failed(why) => format!("verb failed: {why}"),
+    }
+}
+
+fn stderr_suffix(output: &str) -> String {
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!("; guest output: {output}")
+    }
+}
+
+/// The kind of trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    /// The guest used more CPU time than its budget.
+    CpuBudget,
+    /// The guest tried to grow its memory past the limit.
+    Memory,
+    /// The guest overflowed its stack.
+    StackOverflow,
+    /// The guest panicked or hit `unreachable`.
+    Panic,
+    /// The guest made more host calls than allowed, or passed the host too much data.
+    HostCalls,
+    /// Any other trap (out-of-bounds access, bad conversion, ...).
+    Other,
+}
+
+impl std::fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CpuBudget => "cpu budget exceeded",
+            Self::Memory => "memory limit",
+            Self::StackOverflow => "stack overflow",
+            Self::Panic => "panic",
+            Self::HostCalls => "host call limit",
+            Self::Other => "fault",
+        })
+    }
+}

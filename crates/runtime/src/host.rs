@@ -1,0 +1,351 @@
+//! What a plugin can ask of the host, and the per-run state behind it.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::verbhost::plugin::{host, sip, types};
+use crate::config::RuntimeConfig;
+use crate::error::TrapKind;
+use crate::{Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, Webhook};
+
+/// The call a plugin runs on, as the embedder provides it: the real SIP dialog in
+/// production, a script in the mock host.
+///
+/// The runtime checks what the guest passes before it calls these (header rules, payload
+/// shape and size, limits), so an implementation only sees well-formed requests.
+pub trait CallHost: Send + 'static {
+    /// Sends a REFER in the call's dialog and resolves with its final response.
+    fn send_refer(
+        &mut self,
+        request: ReferRequest,
+    ) -> impl Future<Output = Result<ReferResponse, ReferError>> + Send;
+
+    /// Resolves with the next event of REFER `refer_id`'s subscription, or
+    /// [`ReferEvent::TimedOut`] after `timeout`.
+    fn on_notify(
+        &mut self,
+        refer_id: u32,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ReferEvent, NotifyError>> + Send;
+
+    /// Posts `payload` to the verb's eventHook, in the background: it must not block.
+    fn emit_event(&mut self, hook: Webhook, payload: Map<String, Value>);
+
+    /// Writes one line of the plugin's log.
+    fn log(&mut self, level: Level, message: &str);
+
+    /// Milliseconds since the run started.
+    fn clock_ms(&mut self) -> u64;
+}
+
+/// Store data of one run.
+pub(crate) struct State<H> {
+    /// The call; `None` while the plugin is described at load, when it may not call the host.
+    pub(crate) host: Option<H>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) guest_output: MemoryOutputPipe,
+    pub(crate) meter: CpuMeter,
+    bounds: Bounds,
+    host_calls: u32,
+    events: u32,
+    log_bytes: usize,
+    log_dropped: usize,
+}
+
+/// The per-run bounds the host functions enforce.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    max_host_calls: u32,
+    max_payload_bytes: usize,
+    max_events: u32,
+    max_log_bytes: usize,
+}
+
+/// Guest CPU time: wall time since the run started minus the time spent parked in async host
+/// calls. The epoch callback reads it; wasm runs only between host calls, so this is exact to
+/// within one epoch tick.
+pub(crate) struct CpuMeter {
+    started: Instant,
+    in_host: Duration,
+    pub(crate) budget: Duration,
+}
+
+impl CpuMeter {
+    pub(crate) fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.in_host)
+    }
+
+    pub(crate) fn over_budget(&self) -> bool {
+        self.guest_time() > self.budget
+    }
+}
+
+/// The error a trap carries when a bound is exceeded, so it can be classified afterwards.
+#[derive(Debug)]
+pub(crate) struct BoundExceeded {
+    pub(crate) kind: TrapKind,
+    pub(crate) what: String,
+}
+
+impl std::fmt::Display for BoundExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for BoundExceeded {}
+
+impl<H: CallHost> State<H> {
+    pub(crate) fn new(host: Option<H>, config: &RuntimeConfig) -> Self {
+        let guest_output = MemoryOutputPipe::new(config.max_guest_output_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(guest_output.clone())
+            .stderr(guest_output.clone())
+            // Only the insecure interfaces are grantable (HashMap seeding); make them
+            // deterministic so a run replays identically.
+            .insecure_random_seed(0)
+            .build();
+        State {
+            host,
+            wasi,
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(config.max_memory_bytes)
+                .instances(16)
+                .tables(16)
+                .memories(8)
+                .trap_on_grow_failure(true)
+                .build(),
+            guest_output,
+            meter: CpuMeter {
+                started: Instant::now(),
+                in_host: Duration::ZERO,
+                budget: config.cpu_budget,
+            },
+            bounds: Bounds {
+                max_host_calls: config.max_host_calls,
+                max_payload_bytes: config.max_payload_bytes,
+                max_events: config.max_events,
+                max_log_bytes: config.max_log_bytes,
+            },
+            host_calls: 0,
+            events: 0,
+            log_bytes: 0,
+            log_dropped: 0,
+        }
+    }
+
+    /// Restarts the CPU meter: called right before the guest is entered, so instantiation
+    /// and queueing are not charged to it.
+    pub(crate) fn start_meter(&mut self) {
+        self.meter.started = Instant::now();
+        self.meter.in_host = Duration::ZERO;
+    }
+
+    /// Counts a host call and returns the call host; traps once the run has made too many,
+    /// or when there is no call (during `describe`).
+    fn call(&mut self) -> wasmtime::Result<&mut H> {
+        self.host_calls += 1;
+        if self.host_calls > self.bounds.max_host_calls {
+            return Err(wasmtime::Error::new(BoundExceeded {
+                kind: TrapKind::HostCalls,
+                what: format!("more than {} host calls", self.bounds.max_host_calls),
+            }));
+        }
+        self.host.as_mut().ok_or_else(|| {
+            wasmtime::Error::new(BoundExceeded {
+                kind: TrapKind::HostCalls,
+                what: "describe() may not call the host".into(),
+            })
+        })
+    }
+
+    /// Bytes of the log the run dropped past its limit.
+    pub(crate) fn log_dropped(&self) -> usize {
+        self.log_dropped
+    }
+}
+
+impl<H: CallHost> WasiView for State<H> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl<H: CallHost> types::Host for State<H> {}
+
+impl<H: CallHost> host::Host for State<H> {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let room = self.bounds.max_log_bytes.saturating_sub(self.log_bytes);
+        let len = message.len();
+        let host = self.call()?;
+        if len > room {
+            self.log_dropped += len;
+            return Ok(());
+        }
+        host.log(level, &message);
+        self.log_bytes += len;
+        Ok(())
+    }
+
+    fn emit_event(
+        &mut self,
+        hook: Webhook,
+        payload: String,
+    ) -> wasmtime::Result<Result<(), host::EventError>> {
+        self.call()?;
+        if self.events >= self.bounds.max_events {
+            return Ok(Err(host::EventError::TooMany(self.bounds.max_events)));
+        }
+        let payload = match check_payload(&payload, self.bounds.max_payload_bytes) {
+            Ok(payload) => payload,
+            Err(PayloadError::TooLarge(limit)) => {
+                return Ok(Err(host::EventError::TooLarge(limit)));
+            }
+            Err(PayloadError::Invalid(why)) => {
+                return Ok(Err(host::EventError::InvalidPayload(why)));
+            }
+        };
+        if let Err(why) = check_hook(&hook) {
+            return Ok(Err(host::EventError::InvalidPayload(format!(
+                "hook: {why}"
+            ))));
+        }
+        self.call()?.emit_event(hook, payload);
+        self.events += 1;
+        Ok(Ok(()))
+    }
+
+    fn clock_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.call()?.clock_ms())
+    }
+}
+
+impl<H: CallHost> sip::Host for State<H> {
+    async fn send_refer(
+        &mut self,
+        request: ReferRequest,
+    ) -> wasmtime::Result<Result<ReferResponse, ReferError>> {
+        let host = self.call()?;
+        if let Err(why) = check_refer(&request) {
+            return Ok(Err(ReferError::Rejected(why)));
+        }
+        let parked = Instant::now();
+        let response = host.send_refer(request).await;
+        self.meter.in_host += parked.elapsed();
+        Ok(response)
+    }
+
+    async fn on_notify(
+        &mut self,
+        refer_id: u32,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ReferEvent, NotifyError>> {
+        let host = self.call()?;
+        let parked = Instant::now();
+        let event = host
+            .on_notify(refer_id, Duration::from_millis(u64::from(timeout_ms)))
+            .await;
+        self.meter.in_host += parked.elapsed();
+        Ok(event)
+    }
+}
+
+/// Why a payload is refused.
+pub(crate) enum PayloadError {
+    /// Larger than the limit (the limit in bytes).
+    TooLarge(u32),
+    /// Not a JSON object.
+    Invalid(String),
+}
+
+/// Parses a payload a plugin produced: a JSON object of at most `limit` bytes.
+pub(crate) fn check_payload(
+    payload: &str,
+    limit: usize,
+) -> Result<Map<String, Value>, PayloadError> {
+    if payload.len() > limit {
+        return Err(PayloadError::TooLarge(
+            u32::try_from(limit).unwrap_or(u32::MAX),
+        ));
+    }
+    match serde_json::from_str(payload) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(PayloadError::Invalid("a JSON object is required".into())),
+        Err(err) => Err(PayloadError::Invalid(err.to_string())),
+    }
+}
+
+/// Checks a webhook a plugin produced.
+pub(crate) fn check_hook(hook: &Webhook) -> Result<(), String> {
+    if hook.url.is_empty() || hook.url.len() > 4096 {
+        return Err("the URL is empty or longer than 4096 bytes".into());
+    }
+    if hook
+        .url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "the URL {:?} contains white space or control characters",
+            hook.url
+        ));
+    }
+    if !matches!(hook.method.as_str(), "GET" | "POST") {
+        return Err(format!("method {:?} is not GET or POST", hook.method));
+    }
+    Ok(())
+}
+
+/// The host's own check of a REFER request: the guest is not trusted to have used the SDK.
+fn check_refer(request: &ReferRequest) -> Result<(), String> {
+    use verbhost_common::headers::{check_custom, check_value};
+    check_value("Refer-To", &request.refer_to).map_err(|e| e.to_string())?;
+    if request.refer_to.trim().is_empty() {
+        return Err("Refer-To is empty".into());
+    }
+    if let Some(by) = &request.referred_by {
+        check_value("Referred-By", by).map_err(|e| e.to_string())?;
+    }
+    if request.headers.len() > 64 {
+        return Err(format!("{} headers, more than 64", request.headers.len()));
+    }
+    for header in &request.headers {
+        check_custom(&header.name, &header.value).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Classifies a run's error into a trap kind.
+pub(crate) fn classify(err: &wasmtime::Error) -> TrapKind {
+    if let Some(bound) = err.downcast_ref::<BoundExceeded>() {
+        return bound.kind;
+    }
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::StackOverflow => TrapKind::StackOverflow,
+            Trap::UnreachableCodeReached => TrapKind::Panic,
+            Trap::Interrupt => TrapKind::CpuBudget,
+            _ => TrapKind::Other,
+        };
+    }
+    let text = format!("{err:?}");
+    if text.contains("forcing trap when growing memory") {
+        TrapKind::Memory
+    } else if text.contains("hostcall fuel") {
+        TrapKind::HostCalls
+    } else {
+        TrapKind::Other
+    }
+}

@@ -1,0 +1,465 @@
+//! The engine, plugin loading and runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
+
+use crate::bindings::{VerbPlugin, VerbPluginPre};
+use crate::config::RuntimeConfig;
+use crate::error::{LoadError, RunError, TrapKind};
+use crate::host::{
+    BoundExceeded, CallHost, PayloadError, State, check_hook, check_payload, classify,
+};
+use crate::{CallInfo, PluginInfo, Webhook};
+
+/// Imports a plugin may have, by interface prefix, with the reason for anything else.
+const ALLOWED_IMPORTS: [&str; 6] = [
+    "verbhost:plugin/types@0.1.",
+    "verbhost:plugin/host@0.1.",
+    "verbhost:plugin/sip@0.1.",
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:random/insecure",
+];
+
+/// One per process: the engine, the linker, the epoch ticker and the limits.
+pub struct Runtime<H: CallHost> {
+    inner: Arc<Inner<H>>,
+}
+
+struct Inner<H: CallHost> {
+    engine: Engine,
+    linker: Linker<State<H>>,
+    config: RuntimeConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl<H: CallHost> Clone for Runtime<H> {
+    fn clone(&self) -> Self {
+        Runtime {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: CallHost> Runtime<H> {
+    /// Builds the engine (pooling allocator sized by `config`, epoch interruption on), the
+    /// linker, and starts the epoch ticker thread, which stops when the engine is dropped.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let engine = build_engine(&config)
+            .or_else(|pooled| {
+                // Some sandboxes refuse the pool's address-space reservation; run without it.
+                build_engine_on_demand(&config).map_err(|_| pooled)
+            })
+            .map_err(|e| LoadError::Link(format!("cannot build the wasm engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| {
+                VerbPlugin::add_to_linker::<_, wasmtime::component::HasSelf<State<H>>>(
+                    &mut linker,
+                    |state| state,
+                )
+            })
+            .map_err(|e| LoadError::Link(format!("cannot link the host interfaces: {e:#}")))?;
+        spawn_epoch_ticker(&engine, config.epoch_tick);
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_runs as usize));
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                slots,
+            }),
+        })
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Reads and loads a plugin file.
+    pub async fn load_file(&self, path: &std::path::Path) -> Result<Plugin<H>, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+        self.load(&bytes).await
+    }
+
+    /// Compiles and checks a plugin: size, that it is a component, its imports against the
+    /// sandbox's allowlist, its exports against the contract, and a `describe` call under the
+    /// run limits. Compilation runs on a blocking thread.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Plugin<H>, LoadError> {
+        let limit = self.inner.config.max_plugin_bytes;
+        if bytes.len() > limit {
+            return Err(LoadError::TooLarge {
+                len: bytes.len(),
+                limit,
+            });
+        }
+        let engine = self.inner.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || compile(&engine, &owned))
+            .await
+            .map_err(|e| LoadError::NotAComponent(format!("compiler thread failed: {e}")))??;
+        check_imports(&self.inner.engine, &component)?;
+        check_exports(&self.inner.engine, &component)?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .and_then(VerbPluginPre::new)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let mut plugin = Plugin {
+            runtime: self.clone(),
+            pre,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                verbs: Vec::new(),
+            },
+        };
+        plugin.info = plugin.describe().await?;
+        Ok(plugin)
+    }
+}
+
+fn base_config() -> Config {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true);
+    wasm.wasm_component_model(true);
+    wasm
+}
+
+fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
+    let mut wasm = base_config();
+    let runs = config.max_concurrent_runs.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(runs)
+        // A Rust wasip2 component instantiates several core instances (main module plus
+        // adapter shims): size the core pools at four per component.
+        .total_core_instances(runs * 4)
+        .total_memories(runs * 2)
+        .total_tables(runs * 4)
+        .total_stacks(runs)
+        .max_memory_size(config.max_memory_bytes)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm)
+}
+
+fn build_engine_on_demand(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
+    let _ = config;
+    Engine::new(&base_config())
+}
+
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("verbhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        });
+    // Without the ticker the CPU budget is never checked, but runs still end through the
+    // wall-clock limit; failing to spawn a thread at start-up is not worth refusing service.
+    drop(spawned);
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    if bytes.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(LoadError::NotAComponent(
+            "this is a core WebAssembly module; build the plugin for wasm32-wasip2, which produces a component".into(),
+        ));
+    }
+    Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+}
+
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    for (name, _) in component.component_type().imports(engine) {
+        if ALLOWED_IMPORTS
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
+            continue;
+        }
+        let why = if name.starts_with("verbhost:plugin/") {
+            "this host implements the contract verbhost:plugin@0.1.x; rebuild the plugin against it"
+        } else if name.starts_with("wasi:clocks/") {
+            "there is no clock in the sandbox; use verbhost:plugin/host.clock-ms"
+        } else if name.starts_with("wasi:filesystem/") {
+            "plugins get no file system"
+        } else if name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/") {
+            "plugins get no network; the host owns SIP and webhooks"
+        } else if name.starts_with("wasi:random/") {
+            "only wasi:random/insecure and insecure-seed are granted"
+        } else {
+            "it is not part of the plugin contract"
+        };
+        return Err(LoadError::ForbiddenImport {
+            import: name.to_owned(),
+            why,
+        });
+    }
+    Ok(())
+}
+
+fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports
+        .iter()
+        .any(|name| name.starts_with("verbhost:plugin/verb@0.1."))
+    {
+        return Ok(());
+    }
+    Err(LoadError::WrongContract {
+        expected: "0.1",
+        found: if exports.is_empty() {
+            "nothing".into()
+        } else {
+            exports.join(", ")
+        },
+    })
+}
+
+/// A loaded plugin, ready to run. Cheap to clone; a clone shares the compiled code.
+pub struct Plugin<H: CallHost> {
+    runtime: Runtime<H>,
+    pre: VerbPluginPre<State<H>>,
+    info: PluginInfo,
+}
+
+impl<H: CallHost> Clone for Plugin<H> {
+    fn clone(&self) -> Self {
+        Plugin {
+            runtime: self.runtime.clone(),
+            pre: self.pre.clone(),
+            info: self.info.clone(),
+        }
+    }
+}
+
+/// How a run ended, with the host handed back (the mock host reads its recordings from it).
+pub struct Run<H> {
+    /// The completion, or why there is none.
+    pub outcome: Result<Outcome, RunError>,
+    /// The call host, as the run left it.
+    pub host: H,
+    /// The tail of the guest's stdout/stderr.
+    pub guest_output: String,
+    /// Log bytes dropped because the run wrote more than its limit.
+    pub log_dropped: usize,
+}
+
+/// A verb's completion, checked by the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The outcome's event name, e.g. `TRANSFER_REFER_SUCCESS`.
+    pub event: String,
+    /// The actionHook payload.
+    pub payload: Map<String, Value>,
+    /// Where the payload goes; none when the verb has no actionHook.
+    pub action_hook: Option<Webhook>,
+    /// True when the call leg has left the platform.
+    pub call_left: bool,
+}
+
+impl<H: CallHost> Plugin<H> {
+    /// What the plugin said about itself at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Runs one verb on a call, to completion, in a fresh store.
+    pub async fn run(&self, host: H, verb: &str, call: &CallInfo) -> Run<H> {
+        let config = &self.runtime.inner.config;
+        let mut store = self.new_store(Some(host));
+        let outcome = if verb.len() > config.max_verb_bytes {
+            Err(RunError::VerbTooLarge {
+                len: verb.len(),
+                limit: config.max_verb_bytes,
+            })
+        } else {
+            let limit = config.wall_clock_limit;
+            match tokio::time::timeout(limit, self.call_run(&mut store, verb, call)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(RunError::WallClock(limit)),
+            }
+        };
+        let guest_output =
+            String::from_utf8_lossy(&store.data().guest_output.contents()).into_owned();
+        let log_dropped = store.data().log_dropped();
+        let outcome = outcome.map_err(|err| match err {
+            RunError::Trap {
+                kind,
+                message,
+                guest_output: _,
+            } => RunError::Trap {
+                kind,
+                message,
+                guest_output: guest_output.clone(),
+            },
+            other => other,
+        });
+        // Invariant: the store was created above with `Some(host)` and nothing takes it out.
+        let host = store
+            .into_data()
+            .host
+            .expect("a run's store holds its host");
+        Run {
+            outcome,
+            host,
+            guest_output,
+            log_dropped,
+        }
+    }
+
+    /// A fresh store with the run limits; `host` is `None` only for the load-time `describe`.
+    fn new_store(&self, host: Option<H>) -> Store<State<H>> {
+        let inner = &self.runtime.inner;
+        let mut store = Store::new(&inner.engine, State::new(host, &inner.config));
+        store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(
+            inner
+                .config
+                .max_payload_bytes
+                .max(inner.config.max_verb_bytes)
+                + (64 << 10),
+        );
+        // Checked every tick while wasm runs: trap once the guest's own CPU time is spent,
+        // otherwise yield to the executor so one busy guest never starves the others.
+        store.epoch_deadline_callback(|ctx| {
+            let meter = &ctx.data().meter;
+            if meter.over_budget() {
+                return Err(wasmtime::Error::new(BoundExceeded {
+                    kind: TrapKind::CpuBudget,
+                    what: format!(
+                        "guest used {:?} of CPU, more than its budget of {:?}",
+                        meter.guest_time(),
+                        meter.budget
+                    ),
+                }));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    async fn call_run(
+        &self,
+        store: &mut Store<State<H>>,
+        verb: &str,
+        call: &CallInfo,
+    ) -> Result<Outcome, RunError> {
+        let instance = self.instantiate(store).await?;
+        store.data_mut().start_meter();
+        let result = instance
+            .verbhost_plugin_verb()
+            .call_run(&mut *store, verb, call)
+            .await
+            .map_err(trap)?;
+        let completion = result.map_err(RunError::Verb)?;
+        let config = &self.runtime.inner.config;
+        let payload = match check_payload(&completion.payload, config.max_payload_bytes) {
+            Ok(payload) => payload,
+            Err(PayloadError::TooLarge(limit)) => {
+                return Err(RunError::InvalidCompletion(format!(
+                    "payload is larger than {limit} bytes"
+                )));
+            }
+            Err(PayloadError::Invalid(why)) => {
+                return Err(RunError::InvalidCompletion(format!("payload: {why}")));
+            }
+        };
+        let event_ok = !completion.event.is_empty()
+            && completion.event.len() <= 128
+            && completion
+                .event
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if !event_ok {
+            return Err(RunError::InvalidCompletion(format!(
+                "event name {:?} is not 1-128 characters of A-Z a-z 0-9 _ - . :",
+                completion.event
+            )));
+        }
+        if let Some(hook) = &completion.action_hook {
+            check_hook(hook)
+                .map_err(|why| RunError::InvalidCompletion(format!("actionHook: {why}")))?;
+        }
+        Ok(Outcome {
+            event: completion.event,
+            payload,
+            action_hook: completion.action_hook,
+            call_left: completion.call_left,
+        })
+    }
+
+    async fn instantiate(&self, store: &mut Store<State<H>>) -> Result<VerbPlugin, RunError> {
+        // Wait for a pool slot rather than fail when every slot is busy.
+        let _slot = self
+            .runtime
+            .inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| RunError::Instantiate(e.to_string()))?;
+        let instance = self
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+        Ok(instance)
+    }
+
+    async fn describe(&self) -> Result<PluginInfo, LoadError> {
+        let mut store = self.new_store(None);
+        let instance = self
+            .instantiate(&mut store)
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        store.data_mut().start_meter();
+        let info = instance
+            .verbhost_plugin_verb()
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| LoadError::Describe(trap(e).to_string()))?;
+        if info.name.trim().is_empty()
+            || info.verbs.is_empty()
+            || info.verbs.iter().any(|v| v.trim().is_empty())
+        {
+            return Err(LoadError::Describe(format!(
+                "describe() must give a name and at least one verb name, got {info:?}"
+            )));
+        }
+        Ok(info)
+    }
+}
+
+/// Turns a wasmtime error from a guest call into a [`RunError::Trap`].
+fn trap(err: wasmtime::Error) -> RunError {
+    RunError::Trap {
+        kind: classify(&err),
+        message: format!("{err:#}"),
+        guest_output: String::new(),
+    }
+}
