@@ -26,7 +26,7 @@ pub struct MockCall {
     /// The events it emitted: hook and payload.
     pub events_emitted: Vec<(Webhook, Map<String, Value>)>,
     /// Its log lines.
-    pub logs: Vec<(Level, String)>,
+    pub logs: Vec<String>,
     /// The timeouts it passed to `on-notify`, in ms.
     pub notify_timeouts_ms: Vec<u32>,
     /// What happened, one line per host call, with the virtual time.
@@ -212,8 +212,15 @@ impl CallHost for MockCall {
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        self.note(format!("log {level:?}: {message}"));
-        self.logs.push((level, message.to_owned()));
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.note(format!("log {level}: {message}"));
+        self.logs.push(message.to_owned());
     }
 
     fn clock_ms(&mut self) -> u64 {

@@ -78,15 +78,18 @@ impl MockHost {
     pub async fn run_files(&self, plugin: &Plugin<MockCall>, files: &[PathBuf]) -> Vec<Report> {
         let mut reports = Vec::with_capacity(files.len());
         for file in files {
-            let report = match Scenario::from_file(file) {
-                Ok(scenario) => {
-                    let mut report = self.run(plugin, &scenario).await;
-                    report.name = format!("{} ({})", report.name, file.display());
-                    report
+            match Scenario::load_file(file) {
+                Ok(scenarios) => {
+                    for scenario in &scenarios {
+                        let mut report = self.run(plugin, scenario).await;
+                        report.name = format!("{} ({})", report.name, file.display());
+                        reports.push(report);
+                    }
                 }
-                Err(err) => Report::broken(file.display().to_string(), err.to_string()),
-            };
-            reports.push(report);
+                Err(err) => {
+                    reports.push(Report::broken(file.display().to_string(), err.to_string()))
+                }
+            }
         }
         reports
     }

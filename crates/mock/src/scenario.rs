@@ -283,13 +283,18 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Reads a scenario file.
-    pub fn from_file(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
+    /// Reads a scenario file: one scenario (an object) or several (an array of them).
+    pub fn load_file(path: &std::path::Path) -> Result<Vec<Scenario>, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_json(&text)
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| ScenarioError::Invalid(e.to_string()))?;
+        match value {
+            Value::Array(items) => items.into_iter().map(Self::from_value).collect(),
+            single => Ok(vec![Self::from_value(single)?]),
+        }
     }
 
     fn check(&self) -> Result<(), ScenarioError> {

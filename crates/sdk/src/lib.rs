@@ -16,7 +16,7 @@
 //!         let verb = verbhost_sdk::verb::Verb::parse(verb)?;
 //!         let mut props = verb.props();
 //!         let action_hook = props.hook("actionHook")?;
-//!         props.finish()?;
+//!         let _warnings = props.finish()?;
 //!         verbhost_sdk::host::info(&format!("hello, {}", call.remote_party.uri));
 //!         Ok(Completion { event: "HELLO_DONE".into(), payload: "{}".into(), action_hook, call_left: false })
 //!     }

@@ -52,6 +52,8 @@ pub struct SipRefer {
     /// `transferTimeout` in ms: the most the verb waits for the outcome after acceptance,
     /// however many provisional NOTIFYs arrive.
     pub transfer_timeout_ms: u32,
+    /// Things in the verb that were accepted but deserve a log line.
+    pub warnings: Vec<String>,
 }
 
 impl SipRefer {
@@ -92,7 +94,7 @@ impl SipRefer {
             verbhost_common::headers::check_value("Referred-By", name)
                 .map_err(|e| p.error("referredByDisplayName", e))?;
         }
-        p.finish()?;
+        let warnings = p.finish()?;
         Ok(SipRefer {
             id,
             refer_to,
@@ -103,6 +105,7 @@ impl SipRefer {
             event_hook,
             notify_timeout_ms,
             transfer_timeout_ms,
+            warnings,
         })
     }
 

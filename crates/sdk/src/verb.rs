@@ -93,6 +93,7 @@ impl Verb {
             verb: &self.name,
             map: &self.props,
             read: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -104,6 +105,7 @@ pub struct Props<'a> {
     verb: &'a str,
     map: &'a Map<String, Value>,
     read: Vec<&'a str>,
+    warnings: Vec<String>,
 }
 
 impl<'a> Props<'a> {
@@ -169,13 +171,23 @@ impl<'a> Props<'a> {
     }
 
     /// An optional webhook: a URL string, or `{url, method, username, password}`.
+    ///
+    /// Cognigy's `sip:refer` page shows the actionHook object with the payload's fields
+    /// (`referStatus`, `final_referred_call_status`, `eventHook`) inside it. Those keys are
+    /// ignored with a warning, so the documented example runs; any other unknown key is an
+    /// error.
     pub fn hook(&mut self, key: &'a str) -> Result<Option<Webhook>, VerbError> {
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
-        parse_hook(value)
-            .map(Some)
-            .map_err(|why| self.error(key, why))
+        let (hook, ignored) = parse_hook(value).map_err(|why| self.error(key, why))?;
+        for name in ignored {
+            self.warnings.push(format!(
+                "{}: {key}.{name} describes the hook's payload, not the hook; ignored",
+                self.verb
+            ));
+        }
+        Ok(Some(hook))
     }
 
     /// Optional extra SIP headers: an object of header names to values. Strings, numbers and
@@ -226,8 +238,9 @@ impl<'a> Props<'a> {
         Ok(headers)
     }
 
-    /// Fails on the first property that was not read (`_`, jambonz's comment key, excepted).
-    pub fn finish(self) -> Result<(), VerbError> {
+    /// Fails on the first property that was not read (`_`, jambonz's comment key, excepted);
+    /// otherwise returns the warnings collected while reading, for the plugin to log.
+    pub fn finish(self) -> Result<Vec<String>, VerbError> {
         match self
             .map
             .keys()
@@ -237,12 +250,17 @@ impl<'a> Props<'a> {
                 "{}: unknown property {unknown}",
                 self.verb
             ))),
-            None => Ok(()),
+            None => Ok(self.warnings),
         }
     }
 }
 
-fn parse_hook(value: &Value) -> Result<Webhook, String> {
+/// Keys that Cognigy's documentation places inside the actionHook object by mistake.
+const DOCUMENTED_PAYLOAD_KEYS: [&str; 3] =
+    ["referStatus", "final_referred_call_status", "eventHook"];
+
+/// Parses a hook; also returns the documented-by-mistake keys it ignored.
+fn parse_hook(value: &Value) -> Result<(Webhook, Vec<&'static str>), String> {
     let check_url = |url: &str| {
         if url.trim().is_empty() {
             Err("the URL is empty".to_owned())
@@ -256,12 +274,13 @@ fn parse_hook(value: &Value) -> Result<Webhook, String> {
     };
     let object = match value {
         Value::String(url) => {
-            return Ok(Webhook {
+            let hook = Webhook {
                 url: check_url(url)?,
                 method: "POST".into(),
                 username: None,
                 password: None,
-            });
+            };
+            return Ok((hook, Vec::new()));
         }
         Value::Object(object) => object,
         other => {
@@ -276,12 +295,16 @@ fn parse_hook(value: &Value) -> Result<Webhook, String> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(format!("{key}: expected a string, got {}", kind(other))),
     };
-    if let Some(unknown) = object
-        .keys()
-        .find(|k| !matches!(k.as_str(), "url" | "method" | "username" | "password"))
-    {
+    if let Some(unknown) = object.keys().find(|k| {
+        !matches!(k.as_str(), "url" | "method" | "username" | "password")
+            && !DOCUMENTED_PAYLOAD_KEYS.contains(&k.as_str())
+    }) {
         return Err(format!("unknown property {unknown}"));
     }
+    let ignored = DOCUMENTED_PAYLOAD_KEYS
+        .into_iter()
+        .filter(|k| object.contains_key(*k))
+        .collect();
     let url = text("url")?.ok_or("url: missing")?;
     let method = match text("method")? {
         None => "POST".to_owned(),
@@ -290,12 +313,13 @@ fn parse_hook(value: &Value) -> Result<Webhook, String> {
         }
         Some(m) => return Err(format!("method: expected GET or POST, got {m:?}")),
     };
-    Ok(Webhook {
+    let hook = Webhook {
         url: check_url(&url).map_err(|e| format!("url: {e}"))?,
         method,
         username: text("username")?,
         password: text("password")?,
-    })
+    };
+    Ok((hook, ignored))
 }
 
 /// The JSON type of `value`, for error messages.
@@ -418,6 +442,29 @@ mod tests {
     }
 
     #[test]
+    fn cognigy_documented_payload_keys_in_a_hook_are_ignored_with_a_warning() {
+        let verb = Verb::parse(
+            r#"{"verb":"sip:refer","actionHook":{"url":"/action","referStatus":"202","final_referred_call_status":"200","eventHook":{"event":"transfer-status"}}}"#,
+        )
+        .unwrap();
+        let mut p = verb.props();
+        assert_eq!(p.hook("actionHook").unwrap().unwrap().url, "/action");
+        assert_eq!(
+            p.finish().unwrap(),
+            [
+                "sip:refer: actionHook.referStatus describes the hook's payload, not the hook; ignored",
+                "sip:refer: actionHook.final_referred_call_status describes the hook's payload, not the hook; ignored",
+                "sip:refer: actionHook.eventHook describes the hook's payload, not the hook; ignored",
+            ]
+        );
+        let verb = Verb::parse(r#"{"verb":"v","h":{"url":"/a","referstatus":"202"}}"#).unwrap();
+        assert_eq!(
+            invalid(verb.props().hook("h")),
+            "v: h: unknown property referstatus"
+        );
+    }
+
+    #[test]
     fn headers_are_checked_and_unique() {
         let verb = Verb::parse(
             r#"{"verb":"v","ok":{"X-Id":42,"Refer-Sub":false},"dup":{"X-A":"1","x-a":"2"},"own":{"CSeq":"1 REFER"},"inj":{"X-A":"1\r\nVia: x"}}"#,
@@ -450,7 +497,7 @@ mod tests {
         let verb = Verb::parse(r#"{"verb":"v","a":"1","_":"comment"}"#).unwrap();
         let mut p = verb.props();
         p.string("a").unwrap();
-        p.finish().unwrap();
+        assert!(p.finish().unwrap().is_empty());
         let verb = Verb::parse(r#"{"verb":"v","a":"1","zz":2}"#).unwrap();
         let mut p = verb.props();
         p.string("a").unwrap();

@@ -24,7 +24,7 @@ impl Plugin for Misbehave {
         let verb = verbhost_sdk::verb::Verb::parse(verb)?;
         let mut props = verb.props();
         let mode = props.string("mode")?.unwrap_or_default();
-        props.finish()?;
+        let _warnings = props.finish()?;
         let hook = Webhook {
             url: "http://127.0.0.1:9/events".into(),
             method: "POST".into(),

@@ -30,6 +30,9 @@ impl Plugin for SipReferPlugin {
 
     fn run(verb: &str, call: &CallInfo) -> Result<Completion, VerbError> {
         let verb = SipRefer::parse(verb)?;
+        for warning in &verb.warnings {
+            host::warn(warning);
+        }
         let request = verb.request(call)?;
         host::info(&format!("REFER to {}", request.refer_to));
         let outcome = transfer(&verb, &request)?;
