@@ -9,7 +9,7 @@ use std::{env, fs};
 const TARGET: &str = "wasm32-wasip2";
 
 /// (constant name, package, file stem) of each guest.
-const GUESTS: [(&str, &str, &str); 2] = [
+const GUESTS: [(&str, &str, &str); 3] = [
     (
         "SIP_REFER",
         "verbhost-guest-sip-refer",
@@ -19,6 +19,11 @@ const GUESTS: [(&str, &str, &str); 2] = [
         "MISBEHAVE",
         "verbhost-guest-misbehave",
         "verbhost_guest_misbehave",
+    ),
+    (
+        "CLOCK_IMPORT",
+        "verbhost-guest-clock-import",
+        "verbhost_guest_clock_import",
     ),
 ];
 

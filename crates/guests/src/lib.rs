@@ -5,6 +5,8 @@
 //! - [`SIP_REFER`]: `guest/sip-refer`, the `sip:refer` verb.
 //! - [`MISBEHAVE`]: `guest/misbehave`, a plugin that breaks the rules on request (loops,
 //!   allocates without end, panics, floods the host, returns garbage), for the runtime's tests.
+//! - [`CLOCK_IMPORT`]: `guest/clock-import`, a plugin that imports `wasi:clocks`, which the
+//!   sandbox does not grant: loading it must fail with the import named.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -106,12 +106,14 @@ impl Plugin for Misbehave {
     }
 }
 
+/// Recursion with no end that keeps almost nothing in linear memory, so it is the wasm call
+/// stack (not Rust's shadow stack in linear memory) that overflows.
+#[inline(never)]
 fn recurse(n: u64) -> u64 {
-    let buffer = black_box([n; 64]);
-    if black_box(true) {
-        recurse(n + 1) + buffer[3]
-    } else {
+    if n == u64::MAX {
         n
+    } else {
+        black_box(recurse(n + 1)).wrapping_add(1)
     }
 }
 
