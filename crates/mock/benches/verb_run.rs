@@ -1,1 +1,105 @@
-fn main() {}
+//! One full verb execution against the in-memory mock host: a fresh store, instantiation of
+//! the sip:refer plugin, and its run through a 202 and three NOTIFYs (100, 180, 200) with an
+//! eventHook post for each, to completion.
+//!
+//! Criterion measures the mean; after it, a plain loop times each execution on its own and
+//! prints the p50/p90/p99 latencies that the README records.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use verbhost_mock::{MockCall, MockHost, Scenario};
+
+fn scenario() -> Scenario {
+    Scenario::from_value(json!({
+        "name": "bench",
+        "verb": {
+            "verb": "sip:refer",
+            "id": "bench",
+            "referTo": "+4930555",
+            "actionHook": "/done",
+            "eventHook": "/progress"
+        },
+        "refer_response": { "status": 202, "at_ms": 20 },
+        "notifies": [
+            { "at_ms": 40, "notify": { "state": "active;expires=60", "body": "SIP/2.0 100 Trying\r\n" } },
+            { "at_ms": 900, "notify": { "state": "active;expires=60", "body": "SIP/2.0 180 Ringing\r\n" } },
+            { "at_ms": 5000, "notify": { "state": "terminated;reason=noresource", "body": "SIP/2.0 200 OK\r\n" } }
+        ],
+        "expect": {}
+    }))
+    .expect("valid scenario")
+}
+
+fn verb_run(c: &mut Criterion) {
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let host = MockHost::new().expect("mock host");
+    let plugin = executor
+        .block_on(host.load(verbhost_guests::SIP_REFER_WASM))
+        .expect("plugin loads");
+    let scenario = scenario();
+    let verb = scenario.verb_text();
+    let call = scenario.call.to_call_info();
+    let once = || {
+        executor.block_on(async {
+            let run = plugin.run(MockCall::new(&scenario), &verb, &call).await;
+            let outcome = run.outcome.expect("the verb completes");
+            assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
+            assert_eq!(run.host.events_emitted.len(), 3);
+        })
+    };
+
+    c.bench_function("sip_refer_202_and_three_notifies", |b| b.iter(once));
+
+    // Per-execution latency distribution.
+    for _ in 0..500 {
+        once();
+    }
+    let mut samples: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let start = Instant::now();
+            once();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "sip_refer_202_and_three_notifies per execution over {} runs: p50 {:.1} us, p90 {:.1} us, p99 {:.1} us",
+        samples.len(),
+        at(0.50).as_secs_f64() * 1e6,
+        at(0.90).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+    );
+}
+
+/// The runtime's own cost: store, instantiation and a run that makes no host call.
+fn trivial_run(c: &mut Criterion) {
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let host = MockHost::new().expect("mock host");
+    let plugin = executor
+        .block_on(host.load_file(verbhost_guests::MISBEHAVE.as_ref()))
+        .expect("plugin loads");
+    let scenario = Scenario::from_value(json!({ "name": "trivial", "verb": {}, "expect": {} }))
+        .expect("valid scenario");
+    let verb = r#"{"verb":"misbehave","mode":"ok"}"#;
+    let call = scenario.call.to_call_info();
+    c.bench_function("trivial_run", |b| {
+        b.iter(|| {
+            executor.block_on(async {
+                let run = plugin.run(MockCall::new(&scenario), verb, &call).await;
+                assert!(run.outcome.is_ok());
+            })
+        })
+    });
+}
+
+criterion_group!(benches, verb_run, trivial_run);
+criterion_main!(benches);

@@ -29,8 +29,9 @@ pub struct MockCall {
     pub logs: Vec<String>,
     /// The timeouts it passed to `on-notify`, in ms.
     pub notify_timeouts_ms: Vec<u32>,
-    /// What happened, one line per host call, with the virtual time.
-    pub transcript: Vec<String>,
+    /// What happened, host call by host call, with the virtual time; formatted only when a
+    /// report is shown ([`MockCall::transcript`]).
+    entries: Vec<(u64, Entry)>,
     /// Host calls the scenario did not allow (a REFER it does not script, a second REFER).
     pub violations: Vec<String>,
 }
@@ -57,7 +58,7 @@ impl MockCall {
             events_emitted: Vec::new(),
             logs: Vec::new(),
             notify_timeouts_ms: Vec::new(),
-            transcript: Vec::new(),
+            entries: Vec::new(),
             violations: Vec::new(),
         }
     }
@@ -67,9 +68,77 @@ impl MockCall {
         self.clock
     }
 
-    fn note(&mut self, line: String) {
-        self.transcript
-            .push(format!("{:>7} ms  {line}", self.clock));
+    fn note(&mut self, entry: Entry) {
+        self.entries.push((self.clock, entry));
+    }
+
+    /// What happened, one line per host call, with the virtual time.
+    pub fn transcript(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|(at, entry)| format!("{at:>7} ms  {}", self.describe(entry)))
+            .collect()
+    }
+
+    fn describe(&self, entry: &Entry) -> String {
+        match entry {
+            Entry::Refer(index) => {
+                let request = &self.refers[*index];
+                let mut line = format!("send-refer  Refer-To: {}", request.refer_to);
+                if let Some(by) = &request.referred_by {
+                    line.push_str(&format!("  Referred-By: {by}"));
+                }
+                for header in &request.headers {
+                    line.push_str(&format!("  {}: {}", header.name, header.value));
+                }
+                line
+            }
+            Entry::Answer(Ok(response)) => format!(
+                "  <- {} {} (refer id {})",
+                response.status, response.reason, response.refer_id
+            ),
+            Entry::Answer(Err(err)) => format!("  <- error {err:?}"),
+            Entry::Wait {
+                refer_id,
+                timeout_ms,
+            } => {
+                format!("on-notify({refer_id}, {timeout_ms} ms)")
+            }
+            Entry::Delivered(Ok(ReferEvent::Notify(n))) => format!(
+                "  <- NOTIFY {} (state {}, content-type {}, body {:?})",
+                n.sipfrag
+                    .as_ref()
+                    .map_or("without status".to_owned(), |s| format!(
+                        "{} {}",
+                        s.code, s.reason
+                    )),
+                match n.state.as_ref().map(|s| s.status) {
+                    Some(SubscriptionStatus::Active) => "active",
+                    Some(SubscriptionStatus::Pending) => "pending",
+                    Some(SubscriptionStatus::Terminated) => "terminated",
+                    None => "none",
+                },
+                n.content_type.as_deref().unwrap_or("none"),
+                String::from_utf8_lossy(&n.body)
+            ),
+            Entry::Delivered(Ok(ReferEvent::DialogEnded)) => "  <- dialog ended (BYE)".to_owned(),
+            Entry::Delivered(Ok(ReferEvent::TimedOut)) => "  <- timed out".to_owned(),
+            Entry::Delivered(Err(err)) => format!("  <- error {err:?}"),
+            Entry::Event(index) => {
+                let (hook, payload) = &self.events_emitted[*index];
+                format!("emit-event {} {}", hook.url, Value::Object(payload.clone()))
+            }
+            Entry::Log(level, index) => {
+                let level = match level {
+                    Level::Trace => "trace",
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                };
+                format!("log {level}: {}", self.logs[*index])
+            }
+        }
     }
 
     fn answer_refer(&mut self) -> Result<ReferResponse, ReferError> {
@@ -151,25 +220,23 @@ impl MockCall {
     }
 }
 
+/// One host call or its answer, kept unformatted until a report needs it.
+#[derive(Debug)]
+enum Entry {
+    Refer(usize),
+    Answer(Result<ReferResponse, ReferError>),
+    Wait { refer_id: u32, timeout_ms: u32 },
+    Delivered(Result<ReferEvent, NotifyError>),
+    Event(usize),
+    Log(Level, usize),
+}
+
 impl CallHost for MockCall {
     async fn send_refer(&mut self, request: ReferRequest) -> Result<ReferResponse, ReferError> {
-        self.refers.push(request.clone());
-        let mut line = format!("send-refer  Refer-To: {}", request.refer_to);
-        if let Some(by) = &request.referred_by {
-            line.push_str(&format!("  Referred-By: {by}"));
-        }
-        for header in &request.headers {
-            line.push_str(&format!("  {}: {}", header.name, header.value));
-        }
-        self.note(line);
+        self.note(Entry::Refer(self.refers.len()));
+        self.refers.push(request);
         let answer = self.answer_refer();
-        match &answer {
-            Ok(response) => self.note(format!(
-                "  <- {} {} (refer id {})",
-                response.status, response.reason, response.refer_id
-            )),
-            Err(err) => self.note(format!("  <- error {err:?}")),
-        }
+        self.note(Entry::Answer(answer.clone()));
         answer
     }
 
@@ -180,46 +247,22 @@ impl CallHost for MockCall {
     ) -> Result<ReferEvent, NotifyError> {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         self.notify_timeouts_ms.push(timeout_ms);
-        self.note(format!("on-notify({refer_id}, {timeout_ms} ms)"));
+        self.note(Entry::Wait {
+            refer_id,
+            timeout_ms,
+        });
         let event = self.next_event(refer_id, timeout);
-        let line = match &event {
-            Ok(ReferEvent::Notify(n)) => format!(
-                "  <- NOTIFY {} state={:?} content-type={:?} body={:?}",
-                n.sipfrag
-                    .as_ref()
-                    .map_or("(no status)".to_owned(), |s| format!(
-                        "{} {}",
-                        s.code, s.reason
-                    )),
-                n.state.as_ref().map(|s| s.status),
-                n.content_type,
-                String::from_utf8_lossy(&n.body)
-            ),
-            Ok(other) => format!("  <- {other:?}"),
-            Err(err) => format!("  <- error {err:?}"),
-        };
-        self.note(line);
+        self.note(Entry::Delivered(event.clone()));
         event
     }
 
     fn emit_event(&mut self, hook: Webhook, payload: Map<String, Value>) {
-        self.note(format!(
-            "emit-event {} {}",
-            hook.url,
-            Value::Object(payload.clone())
-        ));
+        self.note(Entry::Event(self.events_emitted.len()));
         self.events_emitted.push((hook, payload));
     }
 
     fn log(&mut self, level: Level, message: &str) {
-        let level = match level {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        self.note(format!("log {level}: {message}"));
+        self.note(Entry::Log(level, self.logs.len()));
         self.logs.push(message.to_owned());
     }
 

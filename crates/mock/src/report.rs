@@ -50,7 +50,7 @@ impl Report {
         let mut report = Report {
             name: name.to_owned(),
             failures: Vec::new(),
-            transcript: run.host.transcript.clone(),
+            transcript: run.host.transcript(),
         };
         let call = &run.host;
         for violation in &call.violations {

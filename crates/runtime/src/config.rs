@@ -31,6 +31,10 @@ pub struct RuntimeConfig {
     pub max_plugin_bytes: usize,
     /// Interval of the epoch ticker that enforces `cpu_budget`.
     pub epoch_tick: Duration,
+    /// Bytes of each pooled linear memory kept resident (zeroed with memset) when a run ends,
+    /// instead of being returned to the kernel. 0 measured fastest for the sip:refer plugin:
+    /// zeroing 1 MiB per run cost about 9 us, more than the page faults it saves.
+    pub memory_keep_resident: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +52,7 @@ impl Default for RuntimeConfig {
             max_guest_output_bytes: 4 << 10,
             max_plugin_bytes: 32 << 20,
             epoch_tick: Duration::from_millis(10),
+            memory_keep_resident: 0,
         }
     }
 }

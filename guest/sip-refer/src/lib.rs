@@ -34,9 +34,7 @@ impl Plugin for SipReferPlugin {
             host::warn(warning);
         }
         let request = verb.request(call)?;
-        host::info(&format!("REFER to {}", request.refer_to));
         let outcome = transfer(&verb, &request)?;
-        host::info(&format!("transfer ended: {}", outcome.ending.as_str()));
         Ok(outcome.completion(&verb))
     }
 }
@@ -190,10 +188,6 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
             return Err(VerbError::Failed(format!("sip:refer: {}", err.message())));
         }
     };
-    host::info(&format!(
-        "REFER answered {} {}",
-        response.status, response.reason
-    ));
 
     let mut outcome = Outcome::new(Ending::ReferRejected);
     outcome.refer = Some((response.status, response.reason.clone()));
@@ -253,7 +247,6 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
         };
         match &notify.sipfrag {
             Some(status) => {
-                host::info(&format!("NOTIFY: {} {}", status.code, status.reason));
                 if let Some(hook) = &verb.event_hook {
                     let mut payload = json!({
                         "event": "transfer-status",

@@ -1,0 +1,137 @@
+//! `verbhost test` as a user runs it: exit codes and output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn verbhost(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_verbhost"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("verbhost runs")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn shipped_scenarios() -> Vec<String> {
+    let dir = root().join("tests/scenarios/sip-refer");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("scenario directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+fn scratch(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("verbhost-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write scenario");
+    path
+}
+
+#[test]
+fn the_shipped_scenarios_pass_against_the_builtin_plugin() {
+    let mut args = vec!["test", "builtin:sip-refer"];
+    let files = shipped_scenarios();
+    args.extend(files.iter().map(String::as_str));
+    let output = verbhost(&args);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("plugin sip-refer 0.1.0 (sip:refer)\n"),
+        "{stdout}"
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    let passed: usize = summary
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected summary {summary:?}"));
+    assert!(passed >= 80, "{summary}");
+    assert_eq!(stdout.matches("\nPASS ").count(), passed);
+}
+
+#[test]
+fn a_plugin_file_works_like_the_builtin() {
+    let scenario = root().join("tests/scenarios/sip-refer/seed-jambonz.json");
+    let output = verbhost(&[
+        "test",
+        verbhost_guests::SIP_REFER,
+        &scenario.to_string_lossy(),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
+}
+
+#[test]
+fn a_failing_scenario_prints_a_diff_and_exits_1() {
+    let failing = scratch(
+        "failing.json",
+        r#"{
+          "name": "expects the wrong event",
+          "verb": { "verb": "sip:refer", "referTo": "sip:carol@pbx.example" },
+          "refer_response": { "status": 486 },
+          "expect": { "completion": { "event": "TRANSFER_REFER_SUCCESS" } }
+        }"#,
+    );
+    let broken = scratch("broken.json", "{");
+    let output = verbhost(&[
+        "test",
+        "builtin:sip-refer",
+        &failing.to_string_lossy(),
+        &broken.to_string_lossy(),
+    ]);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL expects the wrong event"), "{stdout}");
+    assert!(
+        stdout.contains(r#"-   "event": "TRANSFER_REFER_SUCCESS""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"+   "event": "TRANSFER_REFER_ERROR""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid scenario: EOF while parsing"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("0 passed, 2 failed\n"), "{stdout}");
+}
+
+#[test]
+fn a_plugin_that_cannot_load_exits_2_with_the_cause() {
+    let output = verbhost(&["test", "no/such.wasm", "x.json"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains("cannot load plugin no/such.wasm: cannot read plugin no/such.wasm"),
+        "{stderr}"
+    );
+
+    let garbage = scratch("garbage.wasm", "not wasm at all");
+    let output = verbhost(&["test", &garbage.to_string_lossy(), "x.json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).1.contains("not a WebAssembly component"));
+
+    let output = verbhost(&["test", "builtin:sip-decline", "x.json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output)
+            .1
+            .contains("there is no built-in plugin \"sip-decline\"")
+    );
+}
