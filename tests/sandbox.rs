@@ -287,3 +287,32 @@ async fn the_wall_clock_limit_ends_a_run_that_waits_too_long() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_pool_size_wait_for_a_slot_instead_of_failing() {
+    let runtime = Runtime::<SlowCall>::new(RuntimeConfig {
+        max_concurrent_runs: 2,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let plugin = runtime
+        .load(verbhost_guests::SIP_REFER_WASM)
+        .await
+        .expect("loads");
+    let verb = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let plugin = plugin.clone();
+            tokio::spawn(async move {
+                let call = SlowCall {
+                    notify_after: Duration::from_millis(50),
+                };
+                plugin.run(call, verb, &call_info()).await.outcome
+            })
+        })
+        .collect();
+    for run in runs {
+        let outcome = run.await.expect("task ran").expect("every run completes");
+        assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
+    }
+}

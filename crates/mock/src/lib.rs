@@ -101,7 +101,7 @@ pub fn run_files(plugin: &Path, scenarios: &[PathBuf]) -> Result<Vec<Report>, Lo
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .map_err(|e| LoadError::Link(format!("cannot start an async runtime: {e}")))?;
+        .map_err(|e| LoadError::Engine(format!("cannot start an async runtime: {e}")))?;
     executor.block_on(async {
         let host = MockHost::new()?;
         let plugin = host.load_file(plugin).await?;

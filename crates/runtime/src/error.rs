@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use crate::VerbError;
 
-/// Why a plugin could not be loaded. The old plugin (if any) keeps serving.
+/// Why the runtime could not start or a plugin could not be loaded. A failed load changes
+/// nothing: a plugin already loaded keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The engine, linker or epoch ticker could not be set up.
+    #[error("{0}")]
+    Engine(String),
     /// The file could not be read.
     #[error("cannot read plugin {path}: {source}")]
     Read {

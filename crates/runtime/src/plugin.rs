@@ -55,9 +55,9 @@ impl<H: CallHost> Runtime<H> {
         let engine = build_engine(&config)
             .or_else(|pooled| {
                 // Some sandboxes refuse the pool's address-space reservation; run without it.
-                build_engine_on_demand(&config).map_err(|_| pooled)
+                build_engine_on_demand().map_err(|_| pooled)
             })
-            .map_err(|e| LoadError::Link(format!("cannot build the wasm engine: {e:#}")))?;
+            .map_err(|e| LoadError::Engine(format!("cannot build the wasm engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
@@ -66,8 +66,10 @@ impl<H: CallHost> Runtime<H> {
                     |state| state,
                 )
             })
-            .map_err(|e| LoadError::Link(format!("cannot link the host interfaces: {e:#}")))?;
-        spawn_epoch_ticker(&engine, config.epoch_tick);
+            .map_err(|e| LoadError::Engine(format!("cannot link the host interfaces: {e:#}")))?;
+        // Without the ticker the CPU budget would never be enforced: refuse to start.
+        spawn_epoch_ticker(&engine, config.epoch_tick)
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
         let slots = Arc::new(Semaphore::new(config.max_concurrent_runs as usize));
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -159,14 +161,14 @@ fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
     Engine::new(&wasm)
 }
 
-fn build_engine_on_demand(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
-    let _ = config;
+fn build_engine_on_demand() -> wasmtime::Result<Engine> {
     Engine::new(&base_config())
 }
 
-fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
+/// Increments the engine's epoch every `tick` until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("verbhost-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -174,10 +176,8 @@ fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
                 drop(engine);
                 std::thread::sleep(tick);
             }
-        });
-    // Without the ticker the CPU budget is never checked, but runs still end through the
-    // wall-clock limit; failing to spawn a thread at start-up is not worth refusing service.
-    drop(spawned);
+        })
+        .map(drop)
 }
 
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -291,6 +291,9 @@ impl<H: CallHost> Plugin<H> {
     /// Runs one verb on a call, to completion, in a fresh store.
     pub async fn run(&self, host: H, verb: &str, call: &CallInfo) -> Run<H> {
         let config = &self.runtime.inner.config;
+        // The instance holds pool slots until its store is dropped, so the permit lives as
+        // long as the store; a run beyond the pool's size waits here instead of failing.
+        let _slot = self.runtime.inner.slots.clone().acquire_owned().await;
         let mut store = self.new_store(Some(host));
         let outcome = if verb.len() > config.max_verb_bytes {
             Err(RunError::VerbTooLarge {
@@ -415,15 +418,6 @@ impl<H: CallHost> Plugin<H> {
     }
 
     async fn instantiate(&self, store: &mut Store<State<H>>) -> Result<VerbPlugin, RunError> {
-        // Wait for a pool slot rather than fail when every slot is busy.
-        let _slot = self
-            .runtime
-            .inner
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| RunError::Instantiate(e.to_string()))?;
         let instance = self
             .pre
             .instantiate_async(&mut *store)
@@ -433,6 +427,7 @@ impl<H: CallHost> Plugin<H> {
     }
 
     async fn describe(&self) -> Result<PluginInfo, LoadError> {
+        let _slot = self.runtime.inner.slots.clone().acquire_owned().await;
         let mut store = self.new_store(None);
         let instance = self
             .instantiate(&mut store)
