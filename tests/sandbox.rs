@@ -250,39 +250,43 @@ impl CallHost for SlowCall {
     }
 }
 
-#[tokio::test]
-async fn time_parked_in_host_calls_is_not_charged_to_the_cpu_budget() {
-    let runtime = Runtime::<SlowCall>::new(RuntimeConfig::default()).expect("runtime starts");
-    let plugin = runtime
+const TRANSFER: &str = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
+
+/// The sip:refer plugin in a runtime whose calls answer after real waiting.
+async fn slow_sip_refer(config: RuntimeConfig) -> Plugin<SlowCall> {
+    let runtime = Runtime::<SlowCall>::new(config).expect("runtime starts");
+    runtime
         .load(verbhost_guests::SIP_REFER_WASM)
         .await
-        .expect("loads");
-    let verb = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
-    let call = SlowCall {
-        notify_after: Duration::from_millis(300),
-    };
-    let run = plugin.run(call, verb, &call_info()).await;
-    let outcome = run.outcome.expect("a 300 ms wait is not 300 ms of CPU");
+        .expect("loads")
+}
+
+/// Runs the transfer on a call whose NOTIFY comes after `notify_after`.
+async fn slow_transfer(
+    plugin: &Plugin<SlowCall>,
+    notify_after: Duration,
+) -> Result<verbhost_runtime::Outcome, RunError> {
+    let call = SlowCall { notify_after };
+    plugin.run(call, TRANSFER, &call_info()).await.outcome
+}
+
+#[tokio::test]
+async fn time_parked_in_host_calls_is_not_charged_to_the_cpu_budget() {
+    let plugin = slow_sip_refer(RuntimeConfig::default()).await;
+    let outcome = slow_transfer(&plugin, Duration::from_millis(300))
+        .await
+        .expect("a 300 ms wait is not 300 ms of CPU");
     assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
 }
 
 #[tokio::test]
 async fn the_wall_clock_limit_ends_a_run_that_waits_too_long() {
-    let runtime = Runtime::<SlowCall>::new(RuntimeConfig {
+    let plugin = slow_sip_refer(RuntimeConfig {
         wall_clock_limit: Duration::from_millis(200),
         ..RuntimeConfig::default()
     })
-    .expect("runtime starts");
-    let plugin = runtime
-        .load(verbhost_guests::SIP_REFER_WASM)
-        .await
-        .expect("loads");
-    let verb = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
-    let call = SlowCall {
-        notify_after: Duration::from_secs(5),
-    };
-    let run = plugin.run(call, verb, &call_info()).await;
-    match run.outcome {
+    .await;
+    match slow_transfer(&plugin, Duration::from_secs(5)).await {
         Err(RunError::WallClock(limit)) => assert_eq!(limit, Duration::from_millis(200)),
         other => panic!("{other:?}"),
     }
@@ -290,25 +294,15 @@ async fn the_wall_clock_limit_ends_a_run_that_waits_too_long() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_beyond_the_pool_size_wait_for_a_slot_instead_of_failing() {
-    let runtime = Runtime::<SlowCall>::new(RuntimeConfig {
+    let plugin = slow_sip_refer(RuntimeConfig {
         max_concurrent_runs: 2,
         ..RuntimeConfig::default()
     })
-    .expect("runtime starts");
-    let plugin = runtime
-        .load(verbhost_guests::SIP_REFER_WASM)
-        .await
-        .expect("loads");
-    let verb = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
+    .await;
     let runs: Vec<_> = (0..6)
         .map(|_| {
             let plugin = plugin.clone();
-            tokio::spawn(async move {
-                let call = SlowCall {
-                    notify_after: Duration::from_millis(50),
-                };
-                plugin.run(call, verb, &call_info()).await.outcome
-            })
+            tokio::spawn(async move { slow_transfer(&plugin, Duration::from_millis(50)).await })
         })
         .collect();
     for run in runs {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use verbhost_mock::{MockCall, MockHost, Scenario};
+use verbhost_runtime::Plugin;
 
 fn scenario() -> Scenario {
     Scenario::from_value(json!({
@@ -32,15 +33,19 @@ fn scenario() -> Scenario {
     .expect("valid scenario")
 }
 
-fn verb_run(c: &mut Criterion) {
+/// A single-threaded executor and a plugin loaded into a mock host.
+fn setup(wasm: &[u8]) -> (tokio::runtime::Runtime, Plugin<MockCall>) {
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("tokio runtime");
     let host = MockHost::new().expect("mock host");
-    let plugin = executor
-        .block_on(host.load(verbhost_guests::SIP_REFER_WASM))
-        .expect("plugin loads");
+    let plugin = executor.block_on(host.load(wasm)).expect("plugin loads");
+    (executor, plugin)
+}
+
+fn verb_run(c: &mut Criterion) {
+    let (executor, plugin) = setup(verbhost_guests::SIP_REFER_WASM);
     let scenario = scenario();
     let verb = scenario.verb_text();
     let call = scenario.call.to_call_info();
@@ -79,14 +84,8 @@ fn verb_run(c: &mut Criterion) {
 
 /// The runtime's own cost: store, instantiation and a run that makes no host call.
 fn trivial_run(c: &mut Criterion) {
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
-    let host = MockHost::new().expect("mock host");
-    let plugin = executor
-        .block_on(host.load_file(verbhost_guests::MISBEHAVE.as_ref()))
-        .expect("plugin loads");
+    let wasm = std::fs::read(verbhost_guests::MISBEHAVE).expect("misbehave plugin built");
+    let (executor, plugin) = setup(&wasm);
     let scenario = Scenario::from_value(json!({ "name": "trivial", "verb": {}, "expect": {} }))
         .expect("valid scenario");
     let verb = r#"{"verb":"misbehave","mode":"ok"}"#;
