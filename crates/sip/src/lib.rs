@@ -2,6 +2,8 @@
 //!
 //! - [`message`]: our own request/response types (rsip stays behind them);
 //! - [`wire`]: framing, normalisation and parsing of untrusted bytes;
+//! - [`transaction`]: RFC 3261 transactions as sans-IO state machines;
 
 pub mod message;
+pub mod transaction;
 pub mod wire;
