@@ -4,8 +4,13 @@
 //! - [`wire`]: framing, normalisation and parsing of untrusted bytes;
 //! - [`transaction`]: RFC 3261 transactions as sans-IO state machines;
 //! - [`dialog`]: dialogs and the REFER subscriptions in them, also without I/O;
+//! - [`transport`]: UDP and TCP on tokio;
+//! - [`endpoint`]: the tokio endpoint that drives all of the above: place and answer calls,
+//!   REFER in them, read the subscriptions, hang up.
 
 pub mod dialog;
+pub mod endpoint;
 pub mod message;
 pub mod transaction;
+pub mod transport;
 pub mod wire;

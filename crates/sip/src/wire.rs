@@ -158,7 +158,10 @@ fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
 /// connection should then be closed). Leading CR/LF keep-alives count as a message of their
 /// own length with no content: the caller skips them.
 pub fn frame(buffer: &[u8]) -> Result<Option<usize>, ParseError> {
-    if !buffer.is_empty() && buffer.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+    if buffer.is_empty() {
+        return Ok(None);
+    }
+    if buffer.iter().all(|b| matches!(b, b'\r' | b'\n')) {
         return Ok(Some(buffer.len()));
     }
     let head = match read_head(buffer) {
@@ -394,6 +397,11 @@ mod tests {
         assert_eq!(frame(&two.as_bytes()[..10]).unwrap(), None);
         assert_eq!(frame(&two.as_bytes()[..NOTIFY.len() - 1]).unwrap(), None);
         assert_eq!(frame(b"\r\n\r\n").unwrap(), Some(4));
+        assert_eq!(
+            frame(b"").unwrap(),
+            None,
+            "an empty buffer needs more bytes"
+        );
         assert!(matches!(
             frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
             Err(ParseError::TooLarge(_))

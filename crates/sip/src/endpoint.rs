@@ -1,0 +1,1222 @@
+//! The endpoint: one task (the core) owns the transactions, dialogs and subscriptions and
+//! drives the sans-IO state machines from the transport, from API calls and from its timers.
+//! [`Call`] handles talk to it over a channel.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::dialog::{Dialog, DialogId, NotifyVerdict, ReferSubscriptions, SubscriptionEvent};
+use crate::message::{Headers, Message, Method, Request, Response, SipHeaders, addr_uri};
+use crate::transaction::{
+    ClientEvent, ClientInvite, ClientNonInvite, InviteClientEvent, ServerEvent, ServerInvite,
+    ServerInviteTick, ServerNonInvite, Tick, Timers,
+};
+use crate::transport::{self, Inbound, Sender, Transport};
+use crate::wire;
+
+/// How an endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Address to listen on (port 0 picks one).
+    pub bind: SocketAddr,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Protocol timers.
+    pub timers: Timers,
+    /// The user part of our Contact.
+    pub contact_user: String,
+    /// How long after a BYE a NOTIFY is still accepted and counted, so a final NOTIFY that
+    /// lands on the heels of the BYE is not lost.
+    pub bye_grace: Duration,
+}
+
+impl EndpointConfig {
+    /// UDP on `bind`, default timers.
+    pub fn udp(bind: SocketAddr) -> Self {
+        EndpointConfig {
+            bind,
+            transport: Transport::Udp,
+            timers: Timers::default(),
+            contact_user: "verbhost".into(),
+            bye_grace: Duration::from_millis(300),
+        }
+    }
+
+    /// TCP on `bind`, default timers.
+    pub fn tcp(bind: SocketAddr) -> Self {
+        EndpointConfig {
+            transport: Transport::Tcp,
+            ..Self::udp(bind)
+        }
+    }
+}
+
+/// Why a call could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The callee answered with a failure.
+    #[error("the call was answered {status} {reason}")]
+    Rejected {
+        /// Status code.
+        status: u16,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// No final answer in time (Timer B).
+    #[error("no answer to the INVITE (timeout)")]
+    Timeout,
+    /// The target is not a usable SIP URI or cannot be resolved.
+    #[error("bad target {0}")]
+    Target(String),
+    /// Sending failed.
+    #[error("transport failure: {0}")]
+    Transport(String),
+    /// The endpoint has shut down.
+    #[error("the endpoint is closed")]
+    Closed,
+}
+
+/// Why a REFER got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferFailure {
+    /// No final response (Timer F).
+    #[error("no final response to the REFER (timeout)")]
+    Timeout,
+    /// The dialog no longer exists.
+    #[error("the dialog no longer exists")]
+    DialogGone,
+    /// Sending failed.
+    #[error("transport failure: {0}")]
+    Transport(String),
+}
+
+/// The final response to a REFER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferAnswer {
+    /// The REFER's CSeq number: the NOTIFYs' `Event: refer;id=`.
+    pub refer_id: u32,
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase as received.
+    pub reason: String,
+    /// All headers of the response.
+    pub headers: Headers,
+}
+
+/// What waiting on a subscription gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferWait {
+    /// An event.
+    Event(SubscriptionEvent),
+    /// Nothing within the timeout.
+    TimedOut,
+    /// No such subscription, or it has ended and everything was read.
+    Unknown,
+}
+
+/// What the endpoint counted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages that did not parse and could not be answered.
+    pub dropped: AtomicU64,
+    /// Requests answered 400 or 505 because they did not parse.
+    pub rejected: AtomicU64,
+    /// Retransmitted requests answered from a transaction's cache.
+    pub retransmissions: AtomicU64,
+}
+
+/// A SIP endpoint on one transport.
+#[derive(Clone)]
+pub struct Endpoint {
+    commands: mpsc::UnboundedSender<Command>,
+    local: SocketAddr,
+    transport: Transport,
+    incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<IncomingCall>>>,
+    stats: Arc<Stats>,
+}
+
+/// An INVITE that arrived; answer or reject it.
+pub struct IncomingCall {
+    /// The INVITE.
+    pub invite: Request,
+    /// Where it came from.
+    pub from: SocketAddr,
+    key: TxKey,
+    endpoint: Endpoint,
+}
+
+/// An established call.
+#[derive(Clone)]
+pub struct Call {
+    endpoint: Endpoint,
+    id: DialogId,
+    events: Arc<Notify>,
+    ended: watch::Receiver<bool>,
+    /// The peer's SDP.
+    pub remote_sdp: Vec<u8>,
+    /// The INVITE's From header.
+    pub from: String,
+    /// The INVITE's To header (as the dialog has it, with the remote tag for outbound).
+    pub to: String,
+}
+
+enum Command {
+    Invite {
+        target: String,
+        from: String,
+        to: String,
+        sdp: Vec<u8>,
+        reply: oneshot::Sender<Result<Call, CallError>>,
+        handle: Endpoint,
+    },
+    Answer {
+        key: TxKey,
+        status: u16,
+        sdp: Vec<u8>,
+        reply: oneshot::Sender<Option<Call>>,
+        handle: Endpoint,
+    },
+    Refer {
+        id: DialogId,
+        headers: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<ReferAnswer, ReferFailure>>,
+    },
+    NextEvent {
+        id: DialogId,
+        refer_id: u32,
+        reply: oneshot::Sender<Result<Option<SubscriptionEvent>, ()>>,
+    },
+    Bye {
+        id: DialogId,
+        reply: oneshot::Sender<Result<(), ReferFailure>>,
+    },
+}
+
+/// Server transactions are keyed by top-Via branch and method (ACK finds its INVITE).
+type TxKey = (String, Method);
+
+impl Endpoint {
+    /// Binds the transport and starts the core task.
+    pub async fn bind(config: EndpointConfig) -> std::io::Result<Endpoint> {
+        let (inbound_tx, inbound) = mpsc::channel(1024);
+        let (sender, local) = transport::bind(config.transport, config.bind, inbound_tx).await?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = mpsc::channel(64);
+        let stats = Arc::new(Stats::default());
+        let endpoint = Endpoint {
+            commands,
+            local,
+            transport: config.transport,
+            incoming: Arc::new(tokio::sync::Mutex::new(incoming)),
+            stats: stats.clone(),
+        };
+        let core = Core {
+            config,
+            local,
+            sender,
+            stats,
+            incoming: incoming_tx,
+            clients: HashMap::new(),
+            invites: HashMap::new(),
+            servers: HashMap::new(),
+            server_invites: HashMap::new(),
+            dialogs: HashMap::new(),
+            self_handle: endpoint.clone(),
+        };
+        tokio::spawn(core.run(inbound, command_rx));
+        Ok(endpoint)
+    }
+
+    /// The address the transport listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// What the endpoint counted.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Places a call to `target` (a SIP URI) with an SDP offer; resolves once it is answered.
+    pub async fn call(&self, target: &str, from: &str, sdp: Vec<u8>) -> Result<Call, CallError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Invite {
+                target: target.to_owned(),
+                from: from.to_owned(),
+                to: format!("<{target}>"),
+                sdp,
+                reply,
+                handle: self.clone(),
+            })
+            .map_err(|_| CallError::Closed)?;
+        answer.await.map_err(|_| CallError::Closed)?
+    }
+
+    /// The next inbound call; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<IncomingCall> {
+        self.incoming.lock().await.recv().await
+    }
+}
+
+impl IncomingCall {
+    /// Answers 200 with `sdp`; the call is established when this returns (the ACK may follow).
+    pub async fn answer(self, sdp: Vec<u8>) -> Option<Call> {
+        let (reply, answer) = oneshot::channel();
+        let handle = self.endpoint.clone();
+        self.endpoint
+            .commands
+            .send(Command::Answer {
+                key: self.key,
+                status: 200,
+                sdp,
+                reply,
+                handle,
+            })
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Refuses the call with `status` (4xx-6xx).
+    pub async fn reject(self, status: u16) {
+        let (reply, answer) = oneshot::channel();
+        let handle = self.endpoint.clone();
+        let sent = self.endpoint.commands.send(Command::Answer {
+            key: self.key,
+            status,
+            sdp: Vec::new(),
+            reply,
+            handle,
+        });
+        if sent.is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+impl Call {
+    /// The dialog's identity.
+    pub fn id(&self) -> &DialogId {
+        &self.id
+    }
+
+    /// Sends a REFER in the dialog with `headers` (Refer-To, Referred-By and any extra ones)
+    /// and resolves with its final response. The subscription exists from the moment it is
+    /// sent.
+    pub async fn refer(&self, headers: Vec<(String, String)>) -> Result<ReferAnswer, ReferFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.endpoint
+            .commands
+            .send(Command::Refer {
+                id: self.id.clone(),
+                headers,
+                reply,
+            })
+            .map_err(|_| ReferFailure::DialogGone)?;
+        answer.await.map_err(|_| ReferFailure::DialogGone)?
+    }
+
+    /// Waits up to `timeout` for the next event of REFER `refer_id`'s subscription.
+    pub async fn next_refer_event(&self, refer_id: u32, timeout: Duration) -> ReferWait {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            let asked = self.endpoint.commands.send(Command::NextEvent {
+                id: self.id.clone(),
+                refer_id,
+                reply,
+            });
+            if asked.is_err() {
+                return ReferWait::Unknown;
+            }
+            match answer.await {
+                Ok(Ok(Some(event))) => return ReferWait::Event(event),
+                Ok(Ok(None)) => {}
+                Ok(Err(())) | Err(_) => return ReferWait::Unknown,
+            }
+            // The core stores a permit when it queues an event, so none is missed between
+            // the question above and this wait.
+            if tokio::time::timeout_at(deadline, self.events.notified())
+                .await
+                .is_err()
+            {
+                return ReferWait::TimedOut;
+            }
+        }
+    }
+
+    /// Sends BYE and resolves when it is answered (or the dialog was already gone).
+    pub async fn hangup(&self) -> Result<(), ReferFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.endpoint
+            .commands
+            .send(Command::Bye {
+                id: self.id.clone(),
+                reply,
+            })
+            .map_err(|_| ReferFailure::DialogGone)?;
+        answer.await.map_err(|_| ReferFailure::DialogGone)?
+    }
+
+    /// Whether the dialog has ended (BYE either way).
+    pub fn is_ended(&self) -> bool {
+        *self.ended.borrow()
+    }
+
+    /// Resolves when the dialog ends.
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+}
+
+/// A dialog with everything the core keeps for it.
+struct DialogState {
+    dialog: Dialog,
+    /// Where in-dialog requests go (resolved remote target or first route).
+    peer: SocketAddr,
+    subscriptions: ReferSubscriptions,
+    events: Arc<Notify>,
+    ended: watch::Sender<bool>,
+    /// The ACK for our INVITE's 2xx, re-sent when the 2xx is retransmitted.
+    ack: Option<Vec<u8>>,
+    /// Our SDP, for re-INVITEs.
+    local_sdp: Vec<u8>,
+    /// When a BYE's grace period ends.
+    closing_at: Option<Instant>,
+    /// When the dialog ended; its subscriptions stay readable until [`CLOSED_KEPT`] later.
+    closed_since: Option<Instant>,
+}
+
+/// How long an ended dialog's subscriptions stay readable.
+const CLOSED_KEPT: Duration = Duration::from_secs(120);
+
+enum Pending {
+    Refer {
+        id: DialogId,
+        refer_id: u32,
+        reply: oneshot::Sender<Result<ReferAnswer, ReferFailure>>,
+    },
+    Bye {
+        id: DialogId,
+        reply: oneshot::Sender<Result<(), ReferFailure>>,
+    },
+    /// A request whose answer nobody waits for.
+    Quiet,
+}
+
+struct InviteClient {
+    tx: ClientInvite,
+    request: Request,
+    peer: SocketAddr,
+    reply: Option<oneshot::Sender<Result<Call, CallError>>>,
+    handle: Endpoint,
+}
+
+struct Core {
+    config: EndpointConfig,
+    local: SocketAddr,
+    sender: Sender,
+    stats: Arc<Stats>,
+    incoming: mpsc::Sender<IncomingCall>,
+    clients: HashMap<String, (ClientNonInvite, SocketAddr, Pending)>,
+    invites: HashMap<String, InviteClient>,
+    servers: HashMap<TxKey, (ServerNonInvite, SocketAddr)>,
+    server_invites: HashMap<TxKey, (ServerInvite, Request, SocketAddr, String)>,
+    dialogs: HashMap<DialogId, DialogState>,
+    self_handle: Endpoint,
+}
+
+/// A random token for tags, branches and Call-IDs.
+pub(crate) fn token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
+
+/// `host:port` of a SIP URI (default port 5060), resolved.
+async fn resolve(uri: &str) -> Option<SocketAddr> {
+    let uri = addr_uri(uri);
+    let rest = uri.split_once(':').map(|(_, r)| r)?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?', '>']).next()?;
+    let with_port = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5060")
+    };
+    tokio::net::lookup_host(with_port).await.ok()?.next()
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        loop {
+            let wake = self.next_wake();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(message) = inbound.recv() => self.on_inbound(message).await,
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => break,
+                },
+                () = sleep => self.on_timers(Instant::now()).await,
+            }
+        }
+    }
+
+    fn via(&self) -> String {
+        format!(
+            "SIP/2.0/{} {}",
+            self.config.transport.via_token(),
+            self.local
+        )
+    }
+
+    fn contact(&self) -> String {
+        match self.config.transport {
+            Transport::Udp => format!("<sip:{}@{}>", self.config.contact_user, self.local),
+            Transport::Tcp => format!(
+                "<sip:{}@{};transport=tcp>",
+                self.config.contact_user, self.local
+            ),
+        }
+    }
+
+    async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.sender.send(to, bytes).await
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let clients = self
+            .clients
+            .values()
+            .filter_map(|(tx, _, _)| tx.next_wake());
+        let invites = self.invites.values().filter_map(|c| c.tx.next_wake());
+        let servers = self.servers.values().filter_map(|(tx, _)| tx.next_wake());
+        let server_invites = self
+            .server_invites
+            .values()
+            .filter_map(|(tx, ..)| tx.next_wake());
+        let closing = self.dialogs.values().filter_map(|d| d.closing_at);
+        let purge = self
+            .dialogs
+            .values()
+            .filter_map(|d| d.closed_since.map(|at| at + CLOSED_KEPT));
+        clients
+            .chain(invites)
+            .chain(servers)
+            .chain(server_invites)
+            .chain(closing)
+            .chain(purge)
+            .min()
+    }
+
+    async fn on_timers(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let mut finished = Vec::new();
+        for (branch, (tx, peer, _)) in &mut self.clients {
+            match tx.on_tick(now) {
+                Tick::Retransmit(bytes) => resend.push((*peer, bytes)),
+                // A terminated transaction has already answered its waiter; a timed-out one
+                // answers it now.
+                Tick::TimedOut | Tick::Terminated => finished.push(branch.clone()),
+                Tick::Idle => {}
+            }
+        }
+        for branch in finished {
+            if let Some((_, _, pending)) = self.clients.remove(&branch) {
+                self.fail_pending(pending, ReferFailure::Timeout);
+            }
+        }
+        let mut dead_invites = Vec::new();
+        for (branch, client) in &mut self.invites {
+            match client.tx.on_tick(now) {
+                Tick::Retransmit(bytes) => resend.push((client.peer, bytes)),
+                Tick::TimedOut | Tick::Terminated => dead_invites.push(branch.clone()),
+                Tick::Idle => {}
+            }
+        }
+        for branch in dead_invites {
+            if let Some(mut client) = self.invites.remove(&branch)
+                && let Some(reply) = client.reply.take()
+            {
+                let _ = reply.send(Err(CallError::Timeout));
+            }
+        }
+        self.servers
+            .retain(|_, (tx, _)| tx.on_tick(now) != Tick::Terminated);
+        let mut no_ack = Vec::new();
+        let mut done = Vec::new();
+        for (key, (tx, _, peer, dialog_key)) in &mut self.server_invites {
+            match tx.on_tick(now) {
+                ServerInviteTick::Retransmit(bytes) => resend.push((*peer, bytes)),
+                ServerInviteTick::NoAck => no_ack.push(dialog_key.clone()),
+                ServerInviteTick::Terminated => done.push(key.clone()),
+                ServerInviteTick::Idle => {}
+            }
+        }
+        for key in done {
+            self.server_invites.remove(&key);
+        }
+        for call_id in no_ack {
+            // No ACK for our answer: the dialog never came up (RFC 3261 §13.3.1.4).
+            let ids: Vec<DialogId> = self
+                .dialogs
+                .keys()
+                .filter(|id| id.call_id == call_id)
+                .cloned()
+                .collect();
+            for id in ids {
+                self.end_dialog(&id);
+            }
+        }
+        let closing: Vec<DialogId> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.closing_at.is_some_and(|at| now >= at))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in closing {
+            self.end_dialog(&id);
+        }
+        self.dialogs
+            .retain(|_, d| d.closed_since.is_none_or(|at| now < at + CLOSED_KEPT));
+        for (peer, bytes) in resend {
+            let _ = self.send(peer, bytes).await;
+        }
+    }
+
+    fn fail_pending(&mut self, pending: Pending, failure: ReferFailure) {
+        match pending {
+            Pending::Refer {
+                id,
+                refer_id,
+                reply,
+            } => {
+                if let Some(state) = self.dialogs.get_mut(&id) {
+                    state.subscriptions.refer_failed(refer_id);
+                    state.events.notify_one();
+                }
+                let _ = reply.send(Err(failure));
+            }
+            Pending::Bye { id, reply } => {
+                // A BYE that got no answer still ends our side of the dialog.
+                self.end_dialog(&id);
+                let _ = reply.send(Ok(()));
+            }
+            Pending::Quiet => {}
+        }
+    }
+
+    /// Ends a dialog now: subscriptions learn it, waiters wake, `ended` flips. The entry
+    /// stays (closed) so queued events can still be read.
+    fn end_dialog(&mut self, id: &DialogId) {
+        if let Some(state) = self.dialogs.get_mut(id)
+            && state.closed_since.is_none()
+        {
+            state.subscriptions.dialog_ended();
+            state.closing_at = None;
+            state.closed_since = Some(Instant::now());
+            let _ = state.ended.send(true);
+            state.events.notify_one();
+        }
+    }
+
+    /// An open dialog (not ended, not past its BYE).
+    fn open_dialog(&mut self, id: &DialogId) -> Option<&mut DialogState> {
+        self.dialogs
+            .get_mut(id)
+            .filter(|d| d.closed_since.is_none())
+    }
+}
+
+impl Core {
+    async fn on_inbound(&mut self, inbound: Inbound) {
+        let message = match wire::parse(&inbound.bytes) {
+            Ok(message) => message,
+            Err(wire::ParseError::Empty) => return,
+            Err(err) => {
+                match wire::error_response(&inbound.bytes, &err) {
+                    Some(response) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.send(inbound.from, response.to_bytes()).await;
+                    }
+                    None => {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            }
+        };
+        match message {
+            Message::Response(response) => self.on_response(response).await,
+            Message::Request(request) => self.on_request(request, inbound.from).await,
+        }
+    }
+
+    async fn on_response(&mut self, response: Response) {
+        let Some(branch) = response.via_branch().map(str::to_owned) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((tx, _, pending)) = self.clients.get_mut(&branch) {
+            if tx.on_response(response.status, now) != ClientEvent::Deliver || response.status < 200
+            {
+                return;
+            }
+            match std::mem::replace(pending, Pending::Quiet) {
+                Pending::Refer {
+                    id,
+                    refer_id,
+                    reply,
+                } => {
+                    if let Some(state) = self.dialogs.get_mut(&id) {
+                        state.subscriptions.refer_answered(refer_id, &response);
+                        state.events.notify_one();
+                    }
+                    // 481 or 408 to an in-dialog request: the dialog is gone (§12.2.1.2).
+                    if matches!(response.status, 408 | 481) {
+                        self.end_dialog(&id);
+                    }
+                    let _ = reply.send(Ok(ReferAnswer {
+                        refer_id,
+                        status: response.status,
+                        reason: response.reason.clone(),
+                        headers: response.headers.clone(),
+                    }));
+                }
+                Pending::Bye { id, reply } => {
+                    self.end_dialog(&id);
+                    let _ = reply.send(Ok(()));
+                }
+                Pending::Quiet => {}
+            }
+            return;
+        }
+        if self.invites.contains_key(&branch) {
+            self.on_invite_response(&branch, response, now).await;
+        }
+    }
+
+    async fn on_invite_response(&mut self, branch: &str, response: Response, now: Instant) {
+        let contact = self.contact();
+        let via = self.via();
+        let Some(client) = self.invites.get_mut(branch) else {
+            return;
+        };
+        let request = client.request.clone();
+        let event = client.tx.on_response(response.status, now, || {
+            ack_for_failure(&request, &response)
+        });
+        let peer = client.peer;
+        match event {
+            InviteClientEvent::Deliver if response.status >= 200 => {
+                let reply = client.reply.take();
+                let handle = client.handle.clone();
+                let Some(mut dialog) = Dialog::uac(&request, &response, &contact) else {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(CallError::Transport(
+                            "the 2xx lacks To tag or Contact".into(),
+                        )));
+                    }
+                    return;
+                };
+                let invite_cseq = request.cseq().map_or(1, |c| c.seq);
+                let ack = dialog.request(
+                    Method::Ack,
+                    &via,
+                    &format!("z9hG4bK{}", token()),
+                    Some(invite_cseq),
+                );
+                let target = first_hop(&dialog);
+                let peer_addr = resolve(&target).await.unwrap_or(peer);
+                let ack = ack.to_bytes();
+                let _ = self.send(peer_addr, ack.clone()).await;
+                let (ended_tx, ended) = watch::channel(false);
+                let events = Arc::new(Notify::new());
+                let call = Call {
+                    endpoint: handle,
+                    id: dialog.id.clone(),
+                    events: events.clone(),
+                    ended,
+                    remote_sdp: response.body.clone(),
+                    from: request.headers.get("From").unwrap_or_default().to_owned(),
+                    to: response.headers.get("To").unwrap_or_default().to_owned(),
+                };
+                self.dialogs.insert(
+                    dialog.id.clone(),
+                    DialogState {
+                        dialog,
+                        peer: peer_addr,
+                        subscriptions: ReferSubscriptions::default(),
+                        events,
+                        ended: ended_tx,
+                        ack: Some(ack),
+                        local_sdp: request.body.clone(),
+                        closing_at: None,
+                        closed_since: None,
+                    },
+                );
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(call));
+                }
+            }
+            InviteClientEvent::DeliverAndAck(ack) => {
+                let _ = self.send(peer, ack).await;
+                if let Some(reply) = self.invites.get_mut(branch).and_then(|c| c.reply.take()) {
+                    let _ = reply.send(Err(CallError::Rejected {
+                        status: response.status,
+                        reason: response.reason.clone(),
+                    }));
+                }
+            }
+            InviteClientEvent::Ack(ack) => {
+                let _ = self.send(peer, ack).await;
+            }
+            InviteClientEvent::Retransmitted2xx => {
+                // The peer did not get our ACK: send it again.
+                let id = (|| {
+                    Some(DialogId {
+                        call_id: response.call_id()?.to_owned(),
+                        local_tag: response.from_tag()?.to_owned(),
+                        remote_tag: response.to_tag()?.to_owned(),
+                    })
+                })();
+                if let Some(state) = id.and_then(|id| self.dialogs.get(&id))
+                    && let Some(ack) = state.ack.clone()
+                {
+                    let _ = self.send(state.peer, ack).await;
+                }
+            }
+            InviteClientEvent::Deliver | InviteClientEvent::Absorb => {}
+        }
+    }
+
+    async fn respond(
+        &mut self,
+        request: &Request,
+        to: SocketAddr,
+        status: u16,
+        reason: Option<&str>,
+    ) {
+        let mut response = Response::to(request, status, None);
+        if let Some(reason) = reason {
+            response.reason = reason.to_owned();
+        }
+        let bytes = response.to_bytes();
+        let key = server_key(request);
+        if let Some(key) = key
+            && let Some((tx, _)) = self.servers.get_mut(&key)
+        {
+            tx.respond(status, bytes.clone(), Instant::now());
+        }
+        let _ = self.send(to, bytes).await;
+    }
+
+    async fn on_request(&mut self, request: Request, from: SocketAddr) {
+        let now = Instant::now();
+        let reliable = self.config.transport.reliable();
+        let Some(key) = server_key(&request) else {
+            return;
+        };
+        // Retransmissions are answered from the transaction, never delivered twice.
+        if request.method == Method::Ack {
+            let invite_key = (key.0.clone(), Method::Invite);
+            if let Some((tx, ..)) = self.server_invites.get_mut(&invite_key) {
+                tx.on_ack(now);
+                return;
+            }
+            // The ACK for a 2xx has its own branch: find the INVITE by dialog.
+            if let Some(id) = Dialog::id_of_incoming(&request) {
+                for (tx, invite, _, _) in self.server_invites.values_mut() {
+                    if invite.call_id() == Some(id.call_id.as_str())
+                        && invite.cseq().map(|c| c.seq) == request.cseq().map(|c| c.seq)
+                    {
+                        tx.on_ack(now);
+                    }
+                }
+            }
+            return;
+        }
+        if let Some((tx, ..)) = self.server_invites.get(&key) {
+            if let ServerEvent::Resend(bytes) = tx.on_retransmission() {
+                self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+                let _ = self.send(from, bytes).await;
+            }
+            return;
+        }
+        if let Some((tx, _)) = self.servers.get(&key) {
+            if let ServerEvent::Resend(bytes) = tx.on_retransmission() {
+                self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+                let _ = self.send(from, bytes).await;
+            }
+            return;
+        }
+        if request.method == Method::Invite && request.to_tag().is_none() {
+            self.on_new_invite(request, key, from).await;
+            return;
+        }
+        self.servers.insert(
+            key.clone(),
+            (
+                ServerNonInvite::new(reliable, self.config.timers, now),
+                from,
+            ),
+        );
+        if let Method::Other(_) = request.method {
+            self.respond(&request, from, 501, None).await;
+            return;
+        }
+        if request.to_tag().is_none() {
+            // Outside any dialog: OPTIONS is answered, CANCEL finds nothing, the rest 481.
+            let status = match request.method {
+                Method::Options => 200,
+                _ => 481,
+            };
+            self.respond(&request, from, status, None).await;
+            return;
+        }
+        let Some(id) = Dialog::id_of_incoming(&request) else {
+            self.respond(&request, from, 481, None).await;
+            return;
+        };
+        let grace = self.config.bye_grace;
+        let Some(state) = self.open_dialog(&id) else {
+            self.respond(&request, from, 481, None).await;
+            return;
+        };
+        if let Err(status) = state.dialog.accept_remote_cseq(&request) {
+            self.respond(&request, from, status, None).await;
+            return;
+        }
+        match request.method {
+            Method::Notify => {
+                let verdict = state.subscriptions.on_notify(&request);
+                if let NotifyVerdict::Accept(_) = verdict {
+                    state.events.notify_one();
+                }
+                let status = match verdict {
+                    NotifyVerdict::Accept(_) => 200,
+                    NotifyVerdict::BadEvent => 489,
+                    NotifyVerdict::NoSubscription => 481,
+                };
+                self.respond(&request, from, status, None).await;
+            }
+            Method::Bye => {
+                // Hold the dialog open for a moment: a final NOTIFY on the heels of the BYE
+                // still counts. After that the subscriptions learn the dialog ended.
+                if state.closing_at.is_none() {
+                    state.closing_at = Some(now + grace);
+                }
+                self.respond(&request, from, 200, None).await;
+            }
+            Method::Invite => {
+                // A re-INVITE (session refresh): answer with the same session.
+                let sdp = state.local_sdp.clone();
+                let mut response = Response::to(&request, 200, None);
+                response
+                    .headers
+                    .push("Contact", state.dialog.local_contact.clone());
+                response.headers.push("Content-Type", "application/sdp");
+                response.body = sdp;
+                let mut tx = ServerInvite::new(reliable, self.config.timers);
+                tx.respond(200, response.to_bytes(), now);
+                let bytes = response.to_bytes();
+                self.servers.remove(&key);
+                self.server_invites
+                    .insert(key, (tx, request.clone(), from, id.call_id.clone()));
+                let _ = self.send(from, bytes).await;
+            }
+            Method::Options | Method::Info | Method::Update => {
+                self.respond(&request, from, 200, None).await;
+            }
+            _ => self.respond(&request, from, 501, None).await,
+        }
+    }
+
+    async fn on_new_invite(&mut self, request: Request, key: TxKey, from: SocketAddr) {
+        let reliable = self.config.transport.reliable();
+        let mut tx = ServerInvite::new(reliable, self.config.timers);
+        let trying = Response::to(&request, 100, None).to_bytes();
+        tx.respond(100, trying.clone(), Instant::now());
+        let call_id = request.call_id().unwrap_or_default().to_owned();
+        self.server_invites
+            .insert(key.clone(), (tx, request.clone(), from, call_id));
+        let _ = self.send(from, trying).await;
+        let incoming = IncomingCall {
+            invite: request.clone(),
+            from,
+            key,
+            endpoint: self.self_handle.clone(),
+        };
+        if self.incoming.try_send(incoming).is_err() {
+            // Nobody takes calls, or too many wait: busy, and say so.
+            let mut busy = Response::to(&request, 486, Some(&token()));
+            busy.reason = "Busy Here (no capacity)".into();
+            if let Some(key) = server_key(&request)
+                && let Some((tx, ..)) = self.server_invites.get_mut(&key)
+            {
+                tx.respond(486, busy.to_bytes(), Instant::now());
+            }
+            let _ = self.send(from, busy.to_bytes()).await;
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        let reliable = self.config.transport.reliable();
+        match command {
+            Command::Invite {
+                target,
+                from,
+                to,
+                sdp,
+                reply,
+                handle,
+            } => {
+                let Some(peer) = resolve(&target).await else {
+                    let _ = reply.send(Err(CallError::Target(target)));
+                    return;
+                };
+                let branch = format!("z9hG4bK{}", token());
+                let mut headers = Headers::new();
+                headers.push("Via", format!("{};branch={branch};rport", self.via()));
+                headers.push("Max-Forwards", "70");
+                headers.push("From", format!("{from};tag={}", token()));
+                headers.push("To", to);
+                headers.push("Call-ID", format!("{}@{}", token(), self.local.ip()));
+                headers.push("CSeq", "1 INVITE");
+                headers.push("Contact", self.contact());
+                headers.push(
+                    "Allow",
+                    "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, UPDATE",
+                );
+                headers.push("Supported", "norefersub");
+                headers.push("Content-Type", "application/sdp");
+                let request = Request {
+                    method: Method::Invite,
+                    uri: addr_uri(&target).to_owned(),
+                    headers,
+                    body: sdp,
+                };
+                let bytes = request.to_bytes();
+                if let Err(err) = self.send(peer, bytes.clone()).await {
+                    let _ = reply.send(Err(CallError::Transport(err.to_string())));
+                    return;
+                }
+                self.invites.insert(
+                    branch,
+                    InviteClient {
+                        tx: ClientInvite::new(bytes, reliable, self.config.timers, now),
+                        request,
+                        peer,
+                        reply: Some(reply),
+                        handle,
+                    },
+                );
+            }
+            Command::Answer {
+                key,
+                status,
+                sdp,
+                reply,
+                handle,
+            } => {
+                let contact = self.contact();
+                let Some((tx, invite, peer, _)) = self.server_invites.get_mut(&key) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let local_tag = token();
+                let mut response = Response::to(invite, status, Some(&local_tag));
+                let invite = invite.clone();
+                let peer = *peer;
+                if status < 300 {
+                    response.headers.push("Contact", contact.clone());
+                    response.headers.push(
+                        "Allow",
+                        "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, UPDATE",
+                    );
+                    response.headers.push("Supported", "norefersub");
+                    response.headers.push("Content-Type", "application/sdp");
+                    response.body = sdp.clone();
+                }
+                let bytes = response.to_bytes();
+                if !tx.respond(status, bytes.clone(), now) {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let _ = self.send(peer, bytes).await;
+                if status >= 300 {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let Some(dialog) = Dialog::uas(&invite, &local_tag, &contact, 0) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let target = first_hop(&dialog);
+                let peer_addr = if self.config.transport.reliable() {
+                    peer
+                } else {
+                    resolve(&target).await.unwrap_or(peer)
+                };
+                let (ended_tx, ended) = watch::channel(false);
+                let events = Arc::new(Notify::new());
+                let call = Call {
+                    endpoint: handle,
+                    id: dialog.id.clone(),
+                    events: events.clone(),
+                    ended,
+                    remote_sdp: invite.body.clone(),
+                    from: invite.headers.get("From").unwrap_or_default().to_owned(),
+                    to: response.headers.get("To").unwrap_or_default().to_owned(),
+                };
+                self.dialogs.insert(
+                    dialog.id.clone(),
+                    DialogState {
+                        dialog,
+                        peer: peer_addr,
+                        subscriptions: ReferSubscriptions::default(),
+                        events,
+                        ended: ended_tx,
+                        ack: None,
+                        local_sdp: sdp,
+                        closing_at: None,
+                        closed_since: None,
+                    },
+                );
+                let _ = reply.send(Some(call));
+            }
+            Command::Refer { id, headers, reply } => {
+                let via = self.via();
+                let Some(state) = self.open_dialog(&id) else {
+                    let _ = reply.send(Err(ReferFailure::DialogGone));
+                    return;
+                };
+                let branch = format!("z9hG4bK{}", token());
+                let mut refer = state.dialog.request(Method::Refer, &via, &branch, None);
+                for (name, value) in headers {
+                    refer.headers.push(name, value);
+                }
+                let refer_id = state.dialog.local_cseq;
+                state.subscriptions.refer_sent(refer_id);
+                let peer = state.peer;
+                let bytes = refer.to_bytes();
+                if let Err(err) = self.send(peer, bytes.clone()).await {
+                    if let Some(state) = self.dialogs.get_mut(&id) {
+                        state.subscriptions.refer_failed(refer_id);
+                    }
+                    let _ = reply.send(Err(ReferFailure::Transport(err.to_string())));
+                    return;
+                }
+                self.clients.insert(
+                    branch,
+                    (
+                        ClientNonInvite::new(bytes, reliable, self.config.timers, now),
+                        peer,
+                        Pending::Refer {
+                            id,
+                            refer_id,
+                            reply,
+                        },
+                    ),
+                );
+            }
+            Command::NextEvent {
+                id,
+                refer_id,
+                reply,
+            } => {
+                let event = match self.dialogs.get_mut(&id) {
+                    Some(state) => state.subscriptions.next_event(refer_id),
+                    None => Err(()),
+                };
+                let _ = reply.send(event);
+            }
+            Command::Bye { id, reply } => {
+                let via = self.via();
+                let Some(state) = self.open_dialog(&id) else {
+                    let _ = reply.send(Ok(()));
+                    return;
+                };
+                let branch = format!("z9hG4bK{}", token());
+                let bye = state.dialog.request(Method::Bye, &via, &branch, None);
+                let peer = state.peer;
+                let bytes = bye.to_bytes();
+                if let Err(err) = self.send(peer, bytes.clone()).await {
+                    self.end_dialog(&id);
+                    let _ = reply.send(Err(ReferFailure::Transport(err.to_string())));
+                    return;
+                }
+                self.clients.insert(
+                    branch,
+                    (
+                        ClientNonInvite::new(bytes, reliable, self.config.timers, now),
+                        peer,
+                        Pending::Bye { id, reply },
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Where a dialog's requests go first: the first route, or the remote target.
+fn first_hop(dialog: &Dialog) -> String {
+    dialog
+        .route_set
+        .first()
+        .map_or_else(|| dialog.remote_target.clone(), |r| addr_uri(r).to_owned())
+}
+
+/// The server transaction key of a request: top Via branch and method.
+fn server_key(request: &Request) -> Option<TxKey> {
+    Some((request.via_branch()?.to_owned(), request.method.clone()))
+}
+
+/// The ACK for a non-2xx final to our INVITE (RFC 3261 §17.1.1.3): same Request-URI, top Via,
+/// From, Call-ID and CSeq number, the response's To (with its tag), and the INVITE's Routes.
+fn ack_for_failure(invite: &Request, response: &Response) -> Vec<u8> {
+    let mut headers = Headers::new();
+    if let Some(via) = invite.headers.all("Via").next() {
+        headers.push("Via", via);
+    }
+    headers.push("Max-Forwards", "70");
+    headers.copy_from(&invite.headers, "From");
+    headers.copy_from(&response.headers, "To");
+    headers.copy_from(&invite.headers, "Call-ID");
+    headers.push(
+        "CSeq",
+        format!("{} ACK", invite.cseq().map_or(1, |c| c.seq)),
+    );
+    headers.copy_from(&invite.headers, "Route");
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Vec::new(),
+    }
+    .to_bytes()
+}
