@@ -402,6 +402,18 @@ struct DialogState {
 /// How long an ended dialog's subscriptions stay readable.
 const CLOSED_KEPT: Duration = Duration::from_secs(120);
 
+/// A dialog that just came up, as [`Core::register_call`] takes it.
+struct NewCall {
+    dialog: Dialog,
+    peer: SocketAddr,
+    handle: Endpoint,
+    ack: Option<Vec<u8>>,
+    local_sdp: Vec<u8>,
+    remote_sdp: Vec<u8>,
+    from: String,
+    to: String,
+}
+
 enum Pending {
     Refer {
         id: DialogId,
@@ -643,6 +655,36 @@ impl Core {
         }
     }
 
+    /// Keeps a new dialog and returns the handle the API user gets for it.
+    fn register_call(&mut self, new: NewCall) -> Call {
+        let (ended_tx, ended) = watch::channel(false);
+        let events = Arc::new(Notify::new());
+        let call = Call {
+            endpoint: new.handle,
+            id: new.dialog.id.clone(),
+            events: events.clone(),
+            ended,
+            remote_sdp: new.remote_sdp,
+            from: new.from,
+            to: new.to,
+        };
+        self.dialogs.insert(
+            new.dialog.id.clone(),
+            DialogState {
+                dialog: new.dialog,
+                peer: new.peer,
+                subscriptions: ReferSubscriptions::default(),
+                events,
+                ended: ended_tx,
+                ack: new.ack,
+                local_sdp: new.local_sdp,
+                closing_at: None,
+                closed_since: None,
+            },
+        );
+        call
+    }
+
     /// An open dialog (not ended, not past its BYE).
     fn open_dialog(&mut self, id: &DialogId) -> Option<&mut DialogState> {
         self.dialogs
@@ -753,31 +795,16 @@ impl Core {
                 let peer_addr = resolve(&target).await.unwrap_or(peer);
                 let ack = ack.to_bytes();
                 let _ = self.send(peer_addr, ack.clone()).await;
-                let (ended_tx, ended) = watch::channel(false);
-                let events = Arc::new(Notify::new());
-                let call = Call {
-                    endpoint: handle,
-                    id: dialog.id.clone(),
-                    events: events.clone(),
-                    ended,
+                let call = self.register_call(NewCall {
+                    dialog,
+                    peer: peer_addr,
+                    handle,
+                    ack: Some(ack),
+                    local_sdp: request.body.clone(),
                     remote_sdp: response.body.clone(),
                     from: request.headers.get("From").unwrap_or_default().to_owned(),
                     to: response.headers.get("To").unwrap_or_default().to_owned(),
-                };
-                self.dialogs.insert(
-                    dialog.id.clone(),
-                    DialogState {
-                        dialog,
-                        peer: peer_addr,
-                        subscriptions: ReferSubscriptions::default(),
-                        events,
-                        ended: ended_tx,
-                        ack: Some(ack),
-                        local_sdp: request.body.clone(),
-                        closing_at: None,
-                        closed_since: None,
-                    },
-                );
+                });
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(call));
                 }
@@ -1082,31 +1109,16 @@ impl Core {
                 } else {
                     resolve(&target).await.unwrap_or(peer)
                 };
-                let (ended_tx, ended) = watch::channel(false);
-                let events = Arc::new(Notify::new());
-                let call = Call {
-                    endpoint: handle,
-                    id: dialog.id.clone(),
-                    events: events.clone(),
-                    ended,
+                let call = self.register_call(NewCall {
+                    dialog,
+                    peer: peer_addr,
+                    handle,
+                    ack: None,
+                    local_sdp: sdp,
                     remote_sdp: invite.body.clone(),
                     from: invite.headers.get("From").unwrap_or_default().to_owned(),
                     to: response.headers.get("To").unwrap_or_default().to_owned(),
-                };
-                self.dialogs.insert(
-                    dialog.id.clone(),
-                    DialogState {
-                        dialog,
-                        peer: peer_addr,
-                        subscriptions: ReferSubscriptions::default(),
-                        events,
-                        ended: ended_tx,
-                        ack: None,
-                        local_sdp: sdp,
-                        closing_at: None,
-                        closed_since: None,
-                    },
-                );
+                });
                 let _ = reply.send(Some(call));
             }
             Command::Refer { id, headers, reply } => {

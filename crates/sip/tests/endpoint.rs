@@ -128,6 +128,15 @@ impl RawPeer {
             .expect("send");
     }
 
+    /// Answers `request` with `status`, built the way the stack builds its own responses.
+    async fn respond(&self, to: SocketAddr, request: &Request, status: u16) {
+        let response = verbhost_sip::message::Response::to(request, status, None);
+        self.socket
+            .send_to(&response.to_bytes(), to)
+            .await
+            .expect("send");
+    }
+
     async fn expect_status(&self) -> u16 {
         match self.recv().await.0 {
             Message::Response(response) => response.status,
@@ -267,12 +276,7 @@ async fn notify_before_202_retransmissions_and_bad_notifies() {
     peer.send(from, &truncated[..truncated.len() - 4]).await;
     assert_eq!(peer.expect_status().await, 400);
     // Now the 202.
-    let via = refer.headers.get("Via").expect("via");
-    let accepted = format!(
-        "SIP/2.0 202 Accepted\r\nVia: {via}\r\nFrom: <sip:alice@127.0.0.1>;tag={tag}\r\nTo: <sip:bob@{addr}>;tag=bob1\r\nCall-ID: {call_id}\r\nCSeq: {refer_seq} REFER\r\nContent-Length: 0\r\n\r\n",
-        addr = peer.addr()
-    );
-    peer.send(from, &accepted).await;
+    peer.respond(from, &refer, 202).await;
     let answer = referring.await.expect("task").expect("answered");
     assert_eq!(
         (answer.status, answer.reason.as_str(), answer.refer_id),
@@ -355,11 +359,7 @@ async fn a_final_notify_right_after_bye_still_counts() {
     };
     let (refer, _) = peer.recv_request().await;
     let refer_seq = refer.cseq().expect("cseq").seq;
-    let via = refer.headers.get("Via").expect("via");
-    peer.send(from, &format!(
-        "SIP/2.0 202 Accepted\r\nVia: {via}\r\nFrom: <sip:alice@127.0.0.1>;tag={tag}\r\nTo: <sip:bob@{addr}>;tag=bob1\r\nCall-ID: {call_id}\r\nCSeq: {refer_seq} REFER\r\nContent-Length: 0\r\n\r\n",
-        addr = peer.addr()
-    )).await;
+    peer.respond(from, &refer, 202).await;
     referring.await.expect("task").expect("answered");
     peer.send(from, &format!(
         "BYE sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKbye\r\nFrom: <sip:bob@{addr}>;tag=bob1\r\nTo: <sip:alice@127.0.0.1>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: 20 BYE\r\nContent-Length: 0\r\n\r\n",
