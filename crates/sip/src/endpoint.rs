@@ -633,9 +633,13 @@ impl Core {
                 let _ = reply.send(Err(failure));
             }
             Pending::Bye { id, reply } => {
-                // A BYE that got no answer still ends our side of the dialog.
+                // A BYE that got no answer still ends our side of the dialog; one that could
+                // not be sent is reported.
                 self.end_dialog(&id);
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(match failure {
+                    ReferFailure::Timeout => Ok(()),
+                    other => Err(other),
+                });
             }
             Pending::Quiet => {}
         }
@@ -653,6 +657,28 @@ impl Core {
             let _ = state.ended.send(true);
             state.events.notify_one();
         }
+    }
+
+    /// Sends an in-dialog request and starts its client transaction; a send failure is
+    /// reported to whoever waits on `pending`.
+    async fn start_request(
+        &mut self,
+        branch: String,
+        bytes: Vec<u8>,
+        peer: SocketAddr,
+        pending: Pending,
+    ) {
+        if let Err(err) = self.send(peer, bytes.clone()).await {
+            self.fail_pending(pending, ReferFailure::Transport(err.to_string()));
+            return;
+        }
+        let tx = ClientNonInvite::new(
+            bytes,
+            self.config.transport.reliable(),
+            self.config.timers,
+            Instant::now(),
+        );
+        self.clients.insert(branch, (tx, peer, pending));
     }
 
     /// Keeps a new dialog and returns the handle the API user gets for it.
@@ -1135,26 +1161,13 @@ impl Core {
                 let refer_id = state.dialog.local_cseq;
                 state.subscriptions.refer_sent(refer_id);
                 let peer = state.peer;
-                let bytes = refer.to_bytes();
-                if let Err(err) = self.send(peer, bytes.clone()).await {
-                    if let Some(state) = self.dialogs.get_mut(&id) {
-                        state.subscriptions.refer_failed(refer_id);
-                    }
-                    let _ = reply.send(Err(ReferFailure::Transport(err.to_string())));
-                    return;
-                }
-                self.clients.insert(
-                    branch,
-                    (
-                        ClientNonInvite::new(bytes, reliable, self.config.timers, now),
-                        peer,
-                        Pending::Refer {
-                            id,
-                            refer_id,
-                            reply,
-                        },
-                    ),
-                );
+                let pending = Pending::Refer {
+                    id,
+                    refer_id,
+                    reply,
+                };
+                self.start_request(branch, refer.to_bytes(), peer, pending)
+                    .await;
             }
             Command::NextEvent {
                 id,
@@ -1176,20 +1189,8 @@ impl Core {
                 let branch = format!("z9hG4bK{}", token());
                 let bye = state.dialog.request(Method::Bye, &via, &branch, None);
                 let peer = state.peer;
-                let bytes = bye.to_bytes();
-                if let Err(err) = self.send(peer, bytes.clone()).await {
-                    self.end_dialog(&id);
-                    let _ = reply.send(Err(ReferFailure::Transport(err.to_string())));
-                    return;
-                }
-                self.clients.insert(
-                    branch,
-                    (
-                        ClientNonInvite::new(bytes, reliable, self.config.timers, now),
-                        peer,
-                        Pending::Bye { id, reply },
-                    ),
-                );
+                self.start_request(branch, bye.to_bytes(), peer, Pending::Bye { id, reply })
+                    .await;
             }
         }
     }

@@ -196,8 +196,22 @@ fn notify(
     )
 }
 
-#[tokio::test]
-async fn notify_before_202_retransmissions_and_bad_notifies() {
+/// A call answered by a raw peer, with a REFER sent in it and received by the peer (not
+/// answered yet): the endpoint, the peer, the call, Call-ID, our tag, our address, the REFER
+/// and the task waiting for its answer.
+#[allow(clippy::type_complexity)]
+async fn referred_call() -> (
+    Endpoint,
+    RawPeer,
+    verbhost_sip::endpoint::Call,
+    String,
+    String,
+    SocketAddr,
+    Request,
+    tokio::task::JoinHandle<
+        Result<verbhost_sip::endpoint::ReferAnswer, verbhost_sip::endpoint::ReferFailure>,
+    >,
+) {
     let endpoint = Endpoint::bind(EndpointConfig::udp(loopback()))
         .await
         .expect("bind");
@@ -210,6 +224,12 @@ async fn notify_before_202_retransmissions_and_bad_notifies() {
         })
     };
     let (refer, _) = peer.recv_request().await;
+    (endpoint, peer, call, call_id, tag, from, refer, referring)
+}
+
+#[tokio::test]
+async fn notify_before_202_retransmissions_and_bad_notifies() {
+    let (endpoint, peer, call, call_id, tag, from, refer, referring) = referred_call().await;
     assert_eq!(refer.headers.get("Refer-To"), Some("<sip:carol@127.0.0.1>"));
     assert_eq!(
         refer.uri,
@@ -346,18 +366,7 @@ async fn notify_before_202_retransmissions_and_bad_notifies() {
 
 #[tokio::test]
 async fn a_final_notify_right_after_bye_still_counts() {
-    let endpoint = Endpoint::bind(EndpointConfig::udp(loopback()))
-        .await
-        .expect("bind");
-    let (peer, call, call_id, tag, from) = answered_call(&endpoint).await;
-    let referring = {
-        let call = call.clone();
-        tokio::spawn(async move {
-            call.refer(vec![("Refer-To".into(), "<sip:carol@127.0.0.1>".into())])
-                .await
-        })
-    };
-    let (refer, _) = peer.recv_request().await;
+    let (_endpoint, peer, call, call_id, tag, from, refer, referring) = referred_call().await;
     let refer_seq = refer.cseq().expect("cseq").seq;
     peer.respond(from, &refer, 202).await;
     referring.await.expect("task").expect("answered");
