@@ -78,12 +78,25 @@ pub trait Plugin {
 }
 
 /// Exports a [`Plugin`] implementation as the component's `verb` interface.
+///
+/// The exports exist only when building for wasm32: a native build of a plugin crate (for
+/// `cargo build --workspace` or native unit tests) checks the implementation but exports
+/// nothing, since wasm export names are not valid native symbols.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            // Natively, only check that the plugin implements the trait.
+            fn implements_plugin<P: $crate::Plugin>() {}
+            let _ = implements_plugin::<$plugin>;
+        };
+
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         struct __VerbhostExport;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::verbhost::plugin::verb::Guest for __VerbhostExport {
             fn describe() -> $crate::PluginInfo {
                 <$plugin as $crate::Plugin>::describe()
@@ -96,6 +109,7 @@ macro_rules! export_plugin {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_world!(__VerbhostExport);
     };
 }
