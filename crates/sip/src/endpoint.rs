@@ -248,20 +248,25 @@ impl Endpoint {
         &self.stats
     }
 
+    /// Sends a command to the core and waits for its reply; `None` when the core is gone.
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).ok()?;
+        answer.await.ok()
+    }
+
     /// Places a call to `target` (a SIP URI) with an SDP offer; resolves once it is answered.
     pub async fn call(&self, target: &str, from: &str, sdp: Vec<u8>) -> Result<Call, CallError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Invite {
-                target: target.to_owned(),
-                from: from.to_owned(),
-                to: format!("<{target}>"),
-                sdp,
-                reply,
-                handle: self.clone(),
-            })
-            .map_err(|_| CallError::Closed)?;
-        answer.await.map_err(|_| CallError::Closed)?
+        self.ask(|reply| Command::Invite {
+            target: target.to_owned(),
+            from: from.to_owned(),
+            to: format!("<{target}>"),
+            sdp,
+            reply,
+            handle: self.clone(),
+        })
+        .await
+        .ok_or(CallError::Closed)?
     }
 
     /// The next inbound call; `None` once the endpoint is closed.
@@ -273,35 +278,31 @@ impl Endpoint {
 impl IncomingCall {
     /// Answers 200 with `sdp`; the call is established when this returns (the ACK may follow).
     pub async fn answer(self, sdp: Vec<u8>) -> Option<Call> {
-        let (reply, answer) = oneshot::channel();
         let handle = self.endpoint.clone();
         self.endpoint
-            .commands
-            .send(Command::Answer {
+            .ask(|reply| Command::Answer {
                 key: self.key,
                 status: 200,
                 sdp,
                 reply,
                 handle,
             })
-            .ok()?;
-        answer.await.ok().flatten()
+            .await
+            .flatten()
     }
 
     /// Refuses the call with `status` (4xx-6xx).
     pub async fn reject(self, status: u16) {
-        let (reply, answer) = oneshot::channel();
         let handle = self.endpoint.clone();
-        let sent = self.endpoint.commands.send(Command::Answer {
-            key: self.key,
-            status,
-            sdp: Vec::new(),
-            reply,
-            handle,
-        });
-        if sent.is_ok() {
-            let _ = answer.await;
-        }
+        self.endpoint
+            .ask(|reply| Command::Answer {
+                key: self.key,
+                status,
+                sdp: Vec::new(),
+                reply,
+                handle,
+            })
+            .await;
     }
 }
 
@@ -315,35 +316,29 @@ impl Call {
     /// and resolves with its final response. The subscription exists from the moment it is
     /// sent.
     pub async fn refer(&self, headers: Vec<(String, String)>) -> Result<ReferAnswer, ReferFailure> {
-        let (reply, answer) = oneshot::channel();
         self.endpoint
-            .commands
-            .send(Command::Refer {
+            .ask(|reply| Command::Refer {
                 id: self.id.clone(),
                 headers,
                 reply,
             })
-            .map_err(|_| ReferFailure::DialogGone)?;
-        answer.await.map_err(|_| ReferFailure::DialogGone)?
+            .await
+            .ok_or(ReferFailure::DialogGone)?
     }
 
     /// Waits up to `timeout` for the next event of REFER `refer_id`'s subscription.
     pub async fn next_refer_event(&self, refer_id: u32, timeout: Duration) -> ReferWait {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (reply, answer) = oneshot::channel();
-            let asked = self.endpoint.commands.send(Command::NextEvent {
+            let asked = self.endpoint.ask(|reply| Command::NextEvent {
                 id: self.id.clone(),
                 refer_id,
                 reply,
             });
-            if asked.is_err() {
-                return ReferWait::Unknown;
-            }
-            match answer.await {
-                Ok(Ok(Some(event))) => return ReferWait::Event(event),
-                Ok(Ok(None)) => {}
-                Ok(Err(())) | Err(_) => return ReferWait::Unknown,
+            match asked.await {
+                Some(Ok(Some(event))) => return ReferWait::Event(event),
+                Some(Ok(None)) => {}
+                Some(Err(())) | None => return ReferWait::Unknown,
             }
             // The core stores a permit when it queues an event, so none is missed between
             // the question above and this wait.
@@ -358,15 +353,13 @@ impl Call {
 
     /// Sends BYE and resolves when it is answered (or the dialog was already gone).
     pub async fn hangup(&self) -> Result<(), ReferFailure> {
-        let (reply, answer) = oneshot::channel();
         self.endpoint
-            .commands
-            .send(Command::Bye {
+            .ask(|reply| Command::Bye {
                 id: self.id.clone(),
                 reply,
             })
-            .map_err(|_| ReferFailure::DialogGone)?;
-        answer.await.map_err(|_| ReferFailure::DialogGone)?
+            .await
+            .ok_or(ReferFailure::DialogGone)?
     }
 
     /// Whether the dialog has ended (BYE either way).
