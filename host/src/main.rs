@@ -1,12 +1,27 @@
 //! The `verbhost` command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
 
+mod app;
+mod bridge;
+mod call_cmd;
+mod config;
+mod demo;
+mod metrics;
+mod plugins;
+mod serve;
+mod session;
 mod test_cmd;
+mod webhook;
+
+use config::{Config, LogFormat, TransportName};
 
 /// A SIP feature server whose call-control verbs are WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -16,8 +31,82 @@ struct Cli {
     command: Command,
 }
 
+/// Flags every command that runs calls shares.
+#[derive(Debug, Args)]
+struct Common {
+    /// A TOML configuration file (see verbhost.example.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A directory of .wasm plugins that add or override verbs by name (the built-in
+    /// sip:refer plugin is always loaded first).
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// The domain that bare numbers in verbs are placed in (default: the far end's domain).
+    #[arg(long, value_name = "DOMAIN")]
+    default_domain: Option<String>,
+    /// What relative hooks in an application file resolve against.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Sign every webhook with HMAC-SHA256 using this secret (see the README).
+    #[arg(long, value_name = "SECRET", env = "VERBHOST_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `verbhost=debug` (RUST_LOG overrides it).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Answer inbound calls and run the application on each.
+    Serve {
+        /// Address to listen for SIP on.
+        #[arg(long, value_name = "ADDR")]
+        sip: Option<SocketAddr>,
+        /// SIP transport.
+        #[arg(long, value_enum)]
+        transport: Option<TransportName>,
+        /// The application: a JSON file holding an array of verbs.
+        #[arg(long, value_name = "FILE", conflicts_with = "call_hook")]
+        app: Option<PathBuf>,
+        /// The application: a URL POSTed each call's details, answering with the verb array.
+        #[arg(long, value_name = "URL")]
+        call_hook: Option<String>,
+        /// Serve /metrics (Prometheus) and /health on this address.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// On SIGTERM/SIGINT, how long calls in progress may run on before they are hung up.
+        #[arg(long, value_name = "SECONDS")]
+        drain_timeout: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Place one call to SIP-URI, run the application once it is answered, print what happens
+    /// as JSON lines, and exit when the call has ended (0: the application ran to its end;
+    /// 1: a verb failed; 2: bad input; 3: the call was not answered).
+    Call {
+        /// Who to call, e.g. sip:bob@127.0.0.1:5070.
+        target: String,
+        /// The application: a JSON file holding an array of verbs.
+        #[arg(long, value_name = "FILE")]
+        app: PathBuf,
+        /// Local SIP address to place the call from.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        /// SIP transport.
+        #[arg(long, value_enum)]
+        transport: Option<TransportName>,
+        /// The From URI of the call.
+        #[arg(long, value_name = "URI")]
+        from: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a complete transfer on loopback, with a built-in transferee, transfer target and
+    /// webhook receiver, and show it as a SIP ladder with the webhooks received.
+    Demo,
     /// Run a plugin against mock-host scenarios (no network): prints PASS/FAIL per scenario
     /// with a diff, and exits non-zero if any fails.
     Test {
@@ -30,6 +119,126 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+}
+
+impl Common {
+    /// The config file with these flags on top.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.plugins {
+            config.plugins.dir = Some(dir.clone());
+        }
+        if let Some(domain) = &self.default_domain {
+            config.sip.default_domain = Some(domain.clone());
+        }
+        if let Some(base) = &self.base_url {
+            config.app.base_url = Some(base.clone());
+        }
+        if let Some(secret) = &self.webhook_secret {
+            config.webhooks.secret = Some(secret.clone());
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Parses the base URL of an application file, when one is configured.
+pub(crate) fn base_url(base: Option<&str>) -> anyhow::Result<Option<Url>> {
+    base.map(|b| Url::parse(b).with_context(|| format!("the base URL {b:?} is not a URL")))
+        .transpose()
+}
+
+/// Logs go to stderr (stdout carries `call`'s JSON lines and the demo).
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Loads the plugins and builds what every call shares.
+async fn shared(config: Config) -> anyhow::Result<Arc<session::Shared>> {
+    let plugins = plugins::Plugins::load(config.plugins.dir.as_deref()).await?;
+    let webhooks = webhook::Webhooks::new(config.webhooks.clone())
+        .context("cannot build the webhook client")?;
+    Ok(Arc::new(session::Shared {
+        plugins,
+        webhooks,
+        metrics: Arc::new(metrics::Metrics::new()),
+        config,
+    }))
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            sip,
+            transport,
+            app,
+            call_hook,
+            admin,
+            drain_timeout,
+            common,
+        } => {
+            let mut config = common.config()?;
+            init_logging(&config);
+            if let Some(sip) = sip {
+                config.sip.listen = sip;
+            }
+            if let Some(transport) = transport {
+                config.sip.transport = transport;
+            }
+            if app.is_some() || call_hook.is_some() {
+                config.app.file = app;
+                config.app.call_hook = call_hook;
+            }
+            if let Some(admin) = admin {
+                config.admin.listen = Some(admin);
+            }
+            if let Some(drain) = drain_timeout {
+                config.server.drain_timeout_s = drain;
+            }
+            serve::run(shared(config).await?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            target,
+            app,
+            bind,
+            transport,
+            from,
+            common,
+        } => {
+            let config = common.config()?;
+            init_logging(&config);
+            let args = call_cmd::CallArgs {
+                target,
+                app,
+                bind,
+                transport: transport.unwrap_or(config.sip.transport),
+                from: from.unwrap_or_else(|| config.sip.from.clone()),
+                base: base_url(config.app.base_url.as_deref())?,
+            };
+            call_cmd::run(shared(config).await?, args).await
+        }
+        Command::Demo => demo::run().await,
+        Command::Test {
+            plugin,
+            scenarios,
+            verbose,
+        } => test_cmd::run(&plugin, &scenarios, verbose).await,
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,14 +254,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
-        Command::Test {
-            plugin,
-            scenarios,
-            verbose,
-        } => executor.block_on(test_cmd::run(&plugin, &scenarios, verbose)),
-    };
-    match result {
+    match executor.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("verbhost: {err:#}");

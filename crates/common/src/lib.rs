@@ -5,7 +5,8 @@
 //! - [`subscription`]: the `Subscription-State` header (RFC 6665);
 //! - [`headers`]: header names (compact forms, headers the SIP stack owns) and value checks;
 //! - [`json`]: the verb JSON reader that accepts phone numbers written without quotes;
-//! - [`status`]: reason phrases of SIP status codes.
+//! - [`status`]: reason phrases of SIP status codes;
+//! - [`verb`]: the two jambonz verb forms and the hook forms.
 //!
 //! There is exactly one implementation of each: the SIP stack, the mock host and the guest
 //! SDK call these, so a sipfrag body means the same thing everywhere.
@@ -15,3 +16,4 @@ pub mod json;
 pub mod sipfrag;
 pub mod status;
 pub mod subscription;
+pub mod verb;

@@ -31,42 +31,9 @@ impl Verb {
     pub fn parse(json: &str) -> Result<Verb, VerbError> {
         let value = verbhost_common::json::parse(json)
             .map_err(|e| VerbError::InvalidVerb(format!("verb is not valid JSON: {e}")))?;
-        let Value::Object(mut object) = value else {
-            return Err(VerbError::InvalidVerb(format!(
-                "a verb is a JSON object, got {}",
-                kind(&value)
-            )));
-        };
-        if let Some(name) = object.remove("verb") {
-            let Value::String(name) = name else {
-                return Err(VerbError::InvalidVerb(format!(
-                    "verb: expected the verb name as a string, got {}",
-                    kind(&name)
-                )));
-            };
-            if name.is_empty() {
-                return Err(VerbError::InvalidVerb(
-                    "verb: the verb name is empty".into(),
-                ));
-            }
-            return Ok(Verb {
-                name,
-                props: object,
-            });
-        }
-        let mut entries = object.into_iter();
-        match (entries.next(), entries.next()) {
-            (Some((name, Value::Object(props))), None) => Ok(Verb { name, props }),
-            (Some((name, other)), None) => Err(VerbError::InvalidVerb(format!(
-                "{name}: expected the verb's properties as an object, got {}",
-                kind(&other)
-            ))),
-            _ => Err(VerbError::InvalidVerb(
-                "a verb needs a \"verb\" property naming it, or must be an object with one \
-                 property named after the verb"
-                    .into(),
-            )),
-        }
+        let (name, props) =
+            verbhost_common::verb::split(value).map_err(VerbError::InvalidVerb)?;
+        Ok(Verb { name, props })
     }
 
     /// The verb's name, e.g. `sip:refer`.
@@ -255,84 +222,19 @@ impl<'a> Props<'a> {
     }
 }
 
-/// Keys that Cognigy's documentation places inside the actionHook object by mistake.
-const DOCUMENTED_PAYLOAD_KEYS: [&str; 3] =
-    ["referStatus", "final_referred_call_status", "eventHook"];
-
 /// Parses a hook; also returns the documented-by-mistake keys it ignored.
 fn parse_hook(value: &Value) -> Result<(Webhook, Vec<&'static str>), String> {
-    let check_url = |url: &str| {
-        if url.trim().is_empty() {
-            Err("the URL is empty".to_owned())
-        } else if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Err(format!(
-                "the URL {url:?} contains white space or control characters"
-            ))
-        } else {
-            Ok(url.to_owned())
-        }
-    };
-    let object = match value {
-        Value::String(url) => {
-            let hook = Webhook {
-                url: check_url(url)?,
-                method: "POST".into(),
-                username: None,
-                password: None,
-            };
-            return Ok((hook, Vec::new()));
-        }
-        Value::Object(object) => object,
-        other => {
-            return Err(format!(
-                "expected a URL or an object with url, method, username, password; got {}",
-                kind(other)
-            ));
-        }
-    };
-    let text = |key: &str| match object.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("{key}: expected a string, got {}", kind(other))),
-    };
-    if let Some(unknown) = object.keys().find(|k| {
-        !matches!(k.as_str(), "url" | "method" | "username" | "password")
-            && !DOCUMENTED_PAYLOAD_KEYS.contains(&k.as_str())
-    }) {
-        return Err(format!("unknown property {unknown}"));
-    }
-    let ignored = DOCUMENTED_PAYLOAD_KEYS
-        .into_iter()
-        .filter(|k| object.contains_key(*k))
-        .collect();
-    let url = text("url")?.ok_or("url: missing")?;
-    let method = match text("method")? {
-        None => "POST".to_owned(),
-        Some(m) if m.eq_ignore_ascii_case("POST") || m.eq_ignore_ascii_case("GET") => {
-            m.to_ascii_uppercase()
-        }
-        Some(m) => return Err(format!("method: expected GET or POST, got {m:?}")),
-    };
+    let (hook, ignored) = verbhost_common::verb::parse_hook(value)?;
     let hook = Webhook {
-        url: check_url(&url).map_err(|e| format!("url: {e}"))?,
-        method,
-        username: text("username")?,
-        password: text("password")?,
+        url: hook.url,
+        method: hook.method,
+        username: hook.username,
+        password: hook.password,
     };
     Ok((hook, ignored))
 }
 
-/// The JSON type of `value`, for error messages.
-pub fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use verbhost_common::verb::kind;
 
 impl VerbError {
     /// The error's text, without the variant name.

@@ -1,0 +1,257 @@
+//! `verbhost serve`: answer inbound calls and run the application on each.
+//!
+//! The application is a file (`--app`, read and checked at start) or a call hook
+//! (`--call-hook`, POSTed each call's details before it is answered, answering with the verb
+//! array). On SIGTERM or SIGINT the server drains: new INVITEs get 503, calls in progress run
+//! on for up to `server.drain_timeout_s`, then the rest are hung up and it exits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::Url;
+use serde_json::{Map, Value, json};
+use tokio::task::JoinSet;
+use verbhost_runtime::{Direction, Webhook};
+use verbhost_sip::endpoint::{Call, Endpoint, EndpointConfig, IncomingCall};
+use verbhost_sip::message::{SipHeaders, addr_uri};
+
+use crate::app::{self, AppVerb};
+use crate::call_cmd::{check_plugins, read_app, sdp};
+use crate::config::TransportName;
+use crate::metrics;
+use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
+use crate::webhook::HookKind;
+
+/// Where each call's application comes from.
+#[derive(Clone)]
+enum Source {
+    /// Checked at start; relative hooks resolve against `base`.
+    File { verbs: Vec<AppVerb>, base: Option<Url> },
+    /// POSTed per call; its own URL is the base of what it returns.
+    Hook(Url),
+}
+
+/// Calls in progress, so a drain that runs out of time can hang them up.
+type Active = Arc<Mutex<HashMap<String, Call>>>;
+
+pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let config = &shared.config;
+    let source = match (&config.app.file, &config.app.call_hook) {
+        (Some(_), Some(_)) => anyhow::bail!("give either --app or --call-hook, not both"),
+        (None, None) => anyhow::bail!("no application: give --app FILE or --call-hook URL"),
+        (Some(file), None) => Source::File {
+            verbs: read_app(file, &shared)?,
+            base: crate::base_url(config.app.base_url.as_deref())?,
+        },
+        (None, Some(url)) => Source::Hook(
+            Url::parse(url).with_context(|| format!("--call-hook {url:?} is not a URL"))?,
+        ),
+    };
+    let endpoint_config = match config.sip.transport {
+        TransportName::Udp => EndpointConfig::udp(config.sip.listen),
+        TransportName::Tcp => EndpointConfig::tcp(config.sip.listen),
+    };
+    let endpoint = Endpoint::bind(endpoint_config)
+        .await
+        .with_context(|| format!("cannot listen for SIP on {}", config.sip.listen))?;
+    if let Some(addr) = config.admin.listen {
+        let listener = metrics::bind_admin(addr).await?;
+        tracing::info!(admin = %listener.local_addr()?, "serving /metrics and /health");
+        tokio::spawn(metrics::serve_admin(listener, shared.metrics.clone()));
+    }
+    tracing::info!(sip = %endpoint.local_addr(), transport = ?config.sip.transport, verbs = %shared.plugins.verbs().join(","), "verbhost is serving");
+
+    let active: Active = Arc::default();
+    let mut calls = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                calls.spawn(handle(shared.clone(), incoming, source.clone(), active.clone()));
+            }
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            signal = &mut shutdown => {
+                tracing::info!(signal, calls = calls.len(), "draining: new calls are refused");
+                break;
+            }
+        }
+    }
+    drain(&shared, &endpoint, calls, active).await;
+    Ok(())
+}
+
+/// Refuses new calls, lets the calls in progress finish within the drain timeout, then hangs
+/// up the rest and waits (bounded) for their sessions to report.
+async fn drain(shared: &Shared, endpoint: &Endpoint, mut calls: JoinSet<()>, active: Active) {
+    shared.metrics.set_draining();
+    let limit = Duration::from_secs(shared.config.server.drain_timeout_s);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                if let Some(incoming) = incoming {
+                    shared.metrics.call_rejected();
+                    tracing::info!(from = %incoming.from, "INVITE refused with 503: draining");
+                    incoming.reject(503).await;
+                }
+            }
+            next = calls.join_next() => {
+                if next.is_none() {
+                    tracing::info!("drained: every call has ended");
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let remaining: Vec<Call> = active
+        .lock()
+        .map(|map| map.values().cloned().collect())
+        .unwrap_or_default();
+    tracing::warn!(calls = remaining.len(), "drain timeout ({limit:?}): hanging up the calls still in progress");
+    for call in remaining {
+        let _ = call.hangup().await;
+    }
+    // Their sessions see the dialog end, report (actionHooks included) and finish.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while calls.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Resolves on SIGTERM or SIGINT with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot watch SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// One inbound call, from INVITE to its end.
+async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, active: Active) {
+    let invite = &incoming.invite;
+    let header = |name: &str| invite.headers.get(name).unwrap_or_default().to_owned();
+    let (from, to) = (header("From"), header("To"));
+    let ids = Arc::new(CallIds::new(
+        invite.call_id().unwrap_or_default(),
+        Direction::Inbound,
+        &from,
+        &to,
+    ));
+    let sid = ids.call_sid.clone();
+    tracing::info!(call_sid = %sid, call_id = %ids.call_id, from = %ids.from, to = %ids.to, source = %incoming.from, "inbound call");
+    let (verbs, base) = match &source {
+        Source::File { verbs, base } => (verbs.clone(), base.clone()),
+        Source::Hook(url) => match fetch_app(&shared, url, &ids, &incoming).await {
+            Ok(verbs) => (verbs, Some(url.clone())),
+            Err((status, why)) => {
+                tracing::error!(call_sid = %sid, status, "call refused: {why}");
+                shared.metrics.call_rejected();
+                incoming.reject(status).await;
+                return;
+            }
+        },
+    };
+    let local = incoming_local(&shared);
+    let Some(call) = incoming.answer(sdp(local)).await else {
+        tracing::warn!(call_sid = %sid, "the call was gone before it could be answered");
+        return;
+    };
+    shared.metrics.call_started("inbound");
+    if let Ok(mut map) = active.lock() {
+        map.insert(sid.clone(), call.clone());
+    }
+    let info = session::call_info(&ids, &from, &to, shared.config.sip.default_domain.as_deref());
+    let session = Session {
+        shared: shared.clone(),
+        call,
+        info,
+        ids,
+        base,
+        journal: Journal::default(),
+    };
+    let summary = session.run(verbs).await;
+    if let Ok(mut map) = active.lock() {
+        map.remove(&sid);
+    }
+    shared.metrics.call_ended();
+    tracing::info!(call_sid = %sid, completed = summary.completed_verbs, failed = ?summary.failed_verbs, by_remote = summary.ended_by_remote, "call ended");
+}
+
+fn incoming_local(shared: &Shared) -> std::net::SocketAddr {
+    shared.config.sip.listen
+}
+
+/// POSTs the call's details to the call hook and reads the application it answers with.
+/// Errors carry the status the INVITE is refused with and the cause for the log.
+async fn fetch_app(
+    shared: &Shared,
+    url: &Url,
+    ids: &CallIds,
+    incoming: &IncomingCall,
+) -> Result<Vec<AppVerb>, (u16, String)> {
+    let invite = &incoming.invite;
+    let headers: Map<String, Value> = invite
+        .headers
+        .iter()
+        .map(|h| (h.name.clone(), Value::String(h.value.clone())))
+        .collect();
+    let payload = json!({
+        "call_sid": ids.call_sid,
+        "call_id": ids.call_id,
+        "direction": ids.direction_str(),
+        "from": ids.from,
+        "to": ids.to,
+        "caller_name": ids.caller_name,
+        "call_status": "trying",
+        "sip_status": 100,
+        "originating_sip_ip": incoming.from.ip().to_string(),
+        "originating_sip_port": incoming.from.port(),
+        "sip": {
+            "method": "INVITE",
+            "uri": invite.uri,
+            "request_uri_user": session::user_part(addr_uri(&invite.uri)),
+            "headers": headers,
+        },
+    });
+    let hook = Webhook {
+        url: url.to_string(),
+        method: "POST".into(),
+        username: None,
+        password: None,
+    };
+    let delivered = post_hook(shared, HookKind::Call, &hook, None, &payload, &Journal::default(), &ids.call_sid)
+        .await
+        .ok_or((500, format!("the call hook {url} failed (see the hook error above)")))?;
+    let verbs = app::parse(&delivered.body)
+        .map_err(|e| (500, format!("the call hook {url} answered with no usable application: {e}")))?;
+    if verbs.is_empty() {
+        return Err((480, format!("the call hook {url} answered with an empty application")));
+    }
+    // Unknown verbs are reported per verb when the call reaches them; log them up front too.
+    if let Err(err) = check_plugins(&verbs, shared) {
+        tracing::warn!(call_sid = %ids.call_sid, "the call hook's application: {err:#}");
+    }
+    Ok(verbs)
+}

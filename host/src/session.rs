@@ -1,0 +1,525 @@
+//! One call running its application: verbs in order through their plugins, the actionHook
+//! once per verb, eventHooks in order in the background, and the call's end.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use reqwest::Url;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use verbhost_runtime::{CallInfo, Direction, Identity, RunError, VerbError, Webhook};
+use verbhost_sip::endpoint::Call;
+use verbhost_sip::message::addr_uri;
+
+use crate::app::{self, AppVerb};
+use crate::bridge::SipCallHost;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+use crate::webhook::{HookKind, Webhooks};
+
+/// What every call shares.
+pub(crate) struct Shared {
+    pub(crate) plugins: Plugins,
+    pub(crate) webhooks: Webhooks,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: Config,
+}
+
+/// The identifiers every payload carries, jambonz style: `from` and `to` are the user parts
+/// (the numbers), `caller_name` the From display name.
+#[derive(Debug, Clone)]
+pub(crate) struct CallIds {
+    pub(crate) call_sid: String,
+    pub(crate) call_id: String,
+    pub(crate) direction: Direction,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) caller_name: Option<String>,
+}
+
+/// Keys the host owns in every payload; a plugin cannot overwrite them.
+const HOST_KEYS: [&str; 5] = ["call_sid", "call_id", "direction", "from", "to"];
+
+impl CallIds {
+    /// From the dialog's From and To headers (as the INVITE had them).
+    pub(crate) fn new(call_id: &str, direction: Direction, from: &str, to: &str) -> CallIds {
+        CallIds {
+            call_sid: uuid::Uuid::new_v4().to_string(),
+            call_id: call_id.to_owned(),
+            direction,
+            from: user_part(addr_uri(from)).to_owned(),
+            to: user_part(addr_uri(to)).to_owned(),
+            caller_name: display_name(from),
+        }
+    }
+
+    pub(crate) fn direction_str(&self) -> &'static str {
+        match self.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    /// Writes the identifiers into `payload`, over anything the plugin put there.
+    pub(crate) fn stamp(&self, payload: &mut Map<String, Value>, verb: &str) {
+        for key in HOST_KEYS {
+            if payload.contains_key(key) {
+                tracing::warn!(call_sid = %self.call_sid, verb, key, "the plugin set a key the host owns; replaced");
+            }
+        }
+        payload.insert("call_sid".into(), self.call_sid.clone().into());
+        payload.insert("call_id".into(), self.call_id.clone().into());
+        payload.insert("direction".into(), self.direction_str().into());
+        payload.insert("from".into(), self.from.clone().into());
+        payload.insert("to".into(), self.to.clone().into());
+        if let Some(name) = &self.caller_name {
+            payload.entry("caller_name").or_insert_with(|| name.clone().into());
+        }
+    }
+}
+
+/// The user part of a SIP or tel URI (`sip:+4930@x;p` gives `+4930`), or the URI itself.
+pub(crate) fn user_part(uri: &str) -> &str {
+    let rest = ["sip:", "sips:", "tel:"]
+        .iter()
+        .find_map(|scheme| {
+            uri.get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &uri[scheme.len()..])
+        })
+        .unwrap_or(uri);
+    let user = rest.split(['@', ';']).next().unwrap_or(rest);
+    if user.is_empty() { uri } else { user }
+}
+
+/// The host of a SIP URI (`sip:a@host:5060;p` gives `host`).
+pub(crate) fn uri_host(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':')?.1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = rest.split([';', '?', '>']).next()?;
+    let host = if host.starts_with('[') {
+        host.split_inclusive(']').next()?
+    } else {
+        host.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The display name of a name-addr, unquoted.
+pub(crate) fn display_name(value: &str) -> Option<String> {
+    let (name, _) = value.split_once('<')?;
+    let name = name.trim();
+    let name = name
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .map(|n| n.replace("\\\"", "\"").replace("\\\\", "\\"))
+        .unwrap_or_else(|| name.to_owned());
+    (!name.is_empty()).then_some(name)
+}
+
+/// What the plugin is told about a call.
+pub(crate) fn call_info(ids: &CallIds, from: &str, to: &str, default_domain: Option<&str>) -> CallInfo {
+    // The far end: the caller on inbound calls, the callee on outbound ones.
+    let remote = match ids.direction {
+        Direction::Inbound => from,
+        Direction::Outbound => to,
+    };
+    let remote_uri = addr_uri(remote).to_owned();
+    let default_domain = default_domain
+        .map(str::to_owned)
+        .or_else(|| uri_host(&remote_uri).map(str::to_owned))
+        .unwrap_or_default();
+    CallInfo {
+        call_sid: ids.call_sid.clone(),
+        sip_call_id: ids.call_id.clone(),
+        direction: ids.direction,
+        from: from.to_owned(),
+        to: to.to_owned(),
+        remote_party: Identity {
+            display_name: display_name(remote),
+            uri: remote_uri,
+        },
+        default_domain,
+    }
+}
+
+/// Where the call's progress goes: JSON lines for `verbhost call` and the demo, and the log.
+#[derive(Clone, Default)]
+pub(crate) struct Journal(Option<mpsc::UnboundedSender<Value>>);
+
+impl Journal {
+    pub(crate) fn to(sender: mpsc::UnboundedSender<Value>) -> Journal {
+        Journal(Some(sender))
+    }
+
+    pub(crate) fn record(&self, line: Value) {
+        tracing::debug!(target: "verbhost::journal", "{line}");
+        if let Some(sender) = &self.0 {
+            let _ = sender.send(line);
+        }
+    }
+}
+
+/// Work for a call's event queue.
+pub(crate) enum EventJob {
+    /// Deliver an eventHook.
+    Post(Webhook, Map<String, Value>),
+    /// Answer once everything queued before has been delivered (or has failed).
+    Flush(oneshot::Sender<()>),
+}
+
+/// How the application on a call went.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    /// Verbs that did not complete: no plugin, rejected by the plugin, or the plugin failed.
+    pub(crate) failed_verbs: Vec<String>,
+    /// Verbs that completed.
+    pub(crate) completed_verbs: usize,
+    /// Whether the far end hung up (rather than verbhost).
+    pub(crate) ended_by_remote: bool,
+}
+
+/// One call running an application.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) call: Call,
+    pub(crate) info: CallInfo,
+    pub(crate) ids: Arc<CallIds>,
+    /// What relative hooks resolve against.
+    pub(crate) base: Option<Url>,
+    pub(crate) journal: Journal,
+}
+
+impl Session {
+    /// Runs `verbs` on the call and ends it: verbhost hangs up unless the far end did first.
+    pub(crate) async fn run(self, verbs: Vec<AppVerb>) -> Summary {
+        let started = Instant::now();
+        let (events, queue) = mpsc::unbounded_channel();
+        let poster = tokio::spawn(deliver_events(
+            queue,
+            self.shared.clone(),
+            self.base.clone(),
+            self.journal.clone(),
+            self.ids.call_sid.clone(),
+        ));
+        let mut summary = Summary::default();
+        let mut pending: VecDeque<AppVerb> = verbs.into();
+        while let Some(verb) = pending.pop_front() {
+            if self.call.is_ended() {
+                tracing::info!(call_sid = %self.ids.call_sid, verb = %verb.name, remaining = pending.len() + 1,
+                    "the call ended; the rest of the application is skipped");
+                break;
+            }
+            match self.run_verb(&verb, &events, started, &mut summary).await {
+                Next::Continue => {}
+                Next::Replace(verbs) => pending = verbs.into(),
+                Next::Stop => break,
+            }
+        }
+        summary.ended_by_remote = self.call.is_ended();
+        if !summary.ended_by_remote {
+            self.hang_up("the application ended").await;
+        }
+        // Let the eventHooks still queued finish; their timeouts and retries bound this.
+        drop(events);
+        let _ = poster.await;
+        self.journal.record(json!({
+            "type": "call.ended",
+            "call_sid": self.ids.call_sid,
+            "by": if summary.ended_by_remote { "remote" } else { "verbhost" },
+            "completed_verbs": summary.completed_verbs,
+            "failed_verbs": summary.failed_verbs,
+        }));
+        summary
+    }
+
+    async fn run_verb(
+        &self,
+        verb: &AppVerb,
+        events: &mpsc::UnboundedSender<EventJob>,
+        started: Instant,
+        summary: &mut Summary,
+    ) -> Next {
+        let sid = &self.ids.call_sid;
+        self.journal.record(json!({"type": "verb.start", "call_sid": sid, "verb": verb.name}));
+        let Some(plugin) = self.shared.plugins.get(&verb.name) else {
+            let why = format!(
+                "no plugin implements the verb {:?} (loaded: {})",
+                verb.name,
+                self.shared.plugins.verbs().join(", ")
+            );
+            return self.verb_failed(verb, "no_plugin", &why, events, summary).await;
+        };
+        let host = SipCallHost {
+            call: self.call.clone(),
+            ids: self.ids.clone(),
+            verb: verb.name.clone(),
+            journal: self.journal.clone(),
+            metrics: self.shared.metrics.clone(),
+            events: events.clone(),
+            started,
+        };
+        let run = plugin.run(host, &verb.json, &self.info).await;
+        if run.log_dropped > 0 {
+            tracing::warn!(call_sid = %sid, verb = %verb.name, bytes = run.log_dropped, "plugin log over its limit; dropped");
+        }
+        let outcome = match run.outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let reason = match &err {
+                    RunError::Verb(VerbError::InvalidVerb(_)) | RunError::VerbTooLarge { .. } => {
+                        "invalid_verb"
+                    }
+                    RunError::Trap { kind, .. } => {
+                        self.shared.metrics.trap(&verb.name, &kind.to_string());
+                        "plugin_trap"
+                    }
+                    _ => "plugin_failed",
+                };
+                let why = err.to_string();
+                return self.verb_failed(verb, reason, &why, events, summary).await;
+            }
+        };
+        summary.completed_verbs += 1;
+        self.shared.metrics.verb(&verb.name, &outcome.event);
+        let mut payload = outcome.payload;
+        self.ids.stamp(&mut payload, &verb.name);
+        payload.entry("call_status").or_insert_with(|| {
+            if self.call.is_ended() || outcome.call_left { "completed" } else { "in-progress" }.into()
+        });
+        tracing::info!(call_sid = %sid, verb = %verb.name, event = %outcome.event, call_left = outcome.call_left, "verb completed");
+        self.journal.record(json!({
+            "type": "verb.completed",
+            "call_sid": sid,
+            "verb": verb.name,
+            "event": outcome.event,
+            "call_left": outcome.call_left,
+            "payload": payload,
+        }));
+        // The leg has left: end it now (unless the far end did), before any HTTP round trip.
+        if outcome.call_left && !self.call.is_ended() {
+            self.hang_up("the call was transferred").await;
+        }
+        let replacement = match &outcome.action_hook {
+            Some(hook) => self.post_action(hook, payload, events).await,
+            None => None,
+        };
+        if outcome.call_left {
+            if replacement.is_some() {
+                tracing::info!(call_sid = %sid, "the actionHook returned verbs, but the call has left; ignored");
+            }
+            return Next::Stop;
+        }
+        match replacement {
+            Some(verbs) => Next::Replace(verbs),
+            None => Next::Continue,
+        }
+    }
+
+    /// Reports a verb that did not complete: a log line naming the cause, the journal, the
+    /// metrics, and the verb's actionHook (exactly once, as for any verb) when it has one.
+    async fn verb_failed(
+        &self,
+        verb: &AppVerb,
+        reason: &str,
+        why: &str,
+        events: &mpsc::UnboundedSender<EventJob>,
+        summary: &mut Summary,
+    ) -> Next {
+        tracing::error!(call_sid = %self.ids.call_sid, verb = %verb.name, reason, "verb failed: {why}");
+        self.shared.metrics.verb(&verb.name, reason);
+        summary.failed_verbs.push(verb.name.clone());
+        let mut payload = Map::new();
+        payload.insert("event".into(), "VERB_ERROR".into());
+        payload.insert("verb".into(), verb.name.clone().into());
+        payload.insert("completion_reason".into(), reason.into());
+        payload.insert("completion_detail".into(), why.into());
+        if let Some(id) = &verb.id {
+            payload.insert("verb_id".into(), id.clone().into());
+        }
+        self.ids.stamp(&mut payload, &verb.name);
+        payload.insert(
+            "call_status".into(),
+            if self.call.is_ended() { "completed" } else { "in-progress" }.into(),
+        );
+        self.journal.record(json!({
+            "type": "verb.failed",
+            "call_sid": self.ids.call_sid,
+            "verb": verb.name,
+            "reason": reason,
+            "error": why,
+            "payload": payload,
+        }));
+        match &verb.action_hook {
+            Some(Ok(hook)) => match self.post_action(hook, payload, events).await {
+                Some(verbs) => Next::Replace(verbs),
+                None => Next::Continue,
+            },
+            Some(Err(bad)) => {
+                tracing::warn!(call_sid = %self.ids.call_sid, verb = %verb.name, "the verb's actionHook is unusable ({bad}); not posted");
+                Next::Continue
+            }
+            None => Next::Continue,
+        }
+    }
+
+    /// Posts the actionHook once, after the verb's eventHooks (waiting at most
+    /// `event_flush`), and returns the verbs its answer replaces the application with.
+    async fn post_action(
+        &self,
+        hook: &Webhook,
+        payload: Map<String, Value>,
+        events: &mpsc::UnboundedSender<EventJob>,
+    ) -> Option<Vec<AppVerb>> {
+        let sid = &self.ids.call_sid;
+        let (flushed, wait) = oneshot::channel();
+        if events.send(EventJob::Flush(flushed)).is_ok() {
+            let limit = self.shared.config.webhooks.event_flush();
+            if tokio::time::timeout(limit, wait).await.is_err() {
+                tracing::warn!(call_sid = %sid, "eventHooks still in flight after {limit:?}; posting the actionHook now");
+            }
+        }
+        let payload = Value::Object(payload);
+        let delivered = post_hook(&self.shared, HookKind::Action, hook, self.base.as_ref(), &payload, &self.journal, sid).await?;
+        if delivered.body.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        match app::parse(&delivered.body) {
+            Ok(verbs) if verbs.is_empty() => None,
+            Ok(verbs) => {
+                tracing::info!(call_sid = %sid, verbs = verbs.len(), "the actionHook replaced the application");
+                self.journal.record(json!({
+                    "type": "app.replaced",
+                    "call_sid": sid,
+                    "verbs": verbs.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+                }));
+                Some(verbs)
+            }
+            Err(err) => {
+                tracing::warn!(call_sid = %sid, url = %delivered.url, "the actionHook's answer is not an application ({err}); the application continues");
+                None
+            }
+        }
+    }
+
+    async fn hang_up(&self, why: &str) {
+        tracing::info!(call_sid = %self.ids.call_sid, "hanging up: {why}");
+        if let Err(err) = self.call.hangup().await {
+            tracing::warn!(call_sid = %self.ids.call_sid, error = %err, "BYE failed");
+        }
+        self.journal.record(json!({"type": "bye.sent", "call_sid": self.ids.call_sid, "why": why}));
+    }
+}
+
+enum Next {
+    Continue,
+    Replace(Vec<AppVerb>),
+    Stop,
+}
+
+/// Delivers one hook, counting and journaling the result; `None` when it failed (logged).
+pub(crate) async fn post_hook(
+    shared: &Shared,
+    kind: HookKind,
+    hook: &Webhook,
+    base: Option<&Url>,
+    payload: &Value,
+    journal: &Journal,
+    call_sid: &str,
+) -> Option<crate::webhook::Delivered> {
+    match shared.webhooks.deliver(hook, base, payload).await {
+        Ok(delivered) => {
+            shared.metrics.hook(kind.as_str(), true);
+            tracing::info!(call_sid, hook = kind.as_str(), url = %delivered.url, status = delivered.status, attempts = delivered.attempts, "hook delivered");
+            journal.record(json!({
+                "type": "hook.posted",
+                "call_sid": call_sid,
+                "hook": kind.as_str(),
+                "url": delivered.url,
+                "status": delivered.status,
+                "attempts": delivered.attempts,
+                "payload": payload,
+            }));
+            Some(delivered)
+        }
+        Err(err) => {
+            shared.metrics.hook(kind.as_str(), false);
+            tracing::error!(call_sid, hook = kind.as_str(), "hook failed: {err}");
+            journal.record(json!({
+                "type": "hook.failed",
+                "call_sid": call_sid,
+                "hook": kind.as_str(),
+                "error": err.to_string(),
+                "payload": payload,
+            }));
+            None
+        }
+    }
+}
+
+/// The call's event queue: eventHooks delivered one after another, in the order emitted.
+async fn deliver_events(
+    mut queue: mpsc::UnboundedReceiver<EventJob>,
+    shared: Arc<Shared>,
+    base: Option<Url>,
+    journal: Journal,
+    call_sid: String,
+) {
+    while let Some(job) = queue.recv().await {
+        match job {
+            EventJob::Post(hook, payload) => {
+                let payload = Value::Object(payload);
+                post_hook(&shared, HookKind::Event, &hook, base.as_ref(), &payload, &journal, &call_sid).await;
+            }
+            EventJob::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities() {
+        assert_eq!(user_part("sip:+4930123@carrier.example;user=phone"), "+4930123");
+        assert_eq!(user_part("tel:+4930123"), "+4930123");
+        assert_eq!(user_part("SIP:alice@x"), "alice");
+        assert_eq!(user_part("sip:example.com"), "example.com");
+        assert_eq!(uri_host("sip:+49@carrier.example:5060;user=phone"), Some("carrier.example"));
+        assert_eq!(uri_host("sip:carrier.example"), Some("carrier.example"));
+        assert_eq!(uri_host("sip:a@[::1]:5060"), Some("[::1]"));
+        assert_eq!(display_name(r#""Alice \"A\"" <sip:a@x>;tag=1"#).as_deref(), Some("Alice \"A\""));
+        assert_eq!(display_name("Bob <sip:b@x>").as_deref(), Some("Bob"));
+        assert_eq!(display_name("<sip:b@x>"), None);
+        assert_eq!(display_name("sip:b@x"), None);
+    }
+
+    #[test]
+    fn the_default_domain_is_the_far_ends() {
+        let ids = CallIds::new("c1", Direction::Inbound, r#""A" <sip:+4930111@carrier.example>;tag=1"#, "<sip:app@10.0.0.5>");
+        let info = call_info(&ids, r#""A" <sip:+4930111@carrier.example>;tag=1"#, "<sip:app@10.0.0.5>", None);
+        assert_eq!(info.default_domain, "carrier.example");
+        assert_eq!(info.remote_party.uri, "sip:+4930111@carrier.example");
+        assert_eq!(info.remote_party.display_name.as_deref(), Some("A"));
+        let info = call_info(&ids, "<sip:a@b>", "<sip:c@d>", Some("pstn.example"));
+        assert_eq!(info.default_domain, "pstn.example");
+        assert_eq!((ids.from.as_str(), ids.to.as_str()), ("+4930111", "app"));
+    }
+
+    #[test]
+    fn the_host_owns_the_identifiers() {
+        let ids = CallIds::new("c1", Direction::Outbound, "<sip:a@b>;tag=x", "<sip:c@d>");
+        let mut payload = Map::new();
+        payload.insert("call_sid".into(), "spoofed".into());
+        payload.insert("event".into(), "E".into());
+        ids.stamp(&mut payload, "v");
+        assert_eq!(payload["call_sid"], ids.call_sid.as_str());
+        assert_eq!(payload["direction"], "outbound");
+        assert_eq!(payload["event"], "E");
+    }
+}
