@@ -172,7 +172,7 @@ fn render(hops: &[Hop]) -> String {
     let mut out = String::new();
     out.push_str(&format!("{:10}{}\n", "", centred(["verbhost", "bob", "carol"])));
     out.push_str(&format!(
-        "{:8}{}\n",
+        "{:10}{}\n",
         "",
         centred(["(transferor)", "(transferee)", "(transfer target)"])
     ));

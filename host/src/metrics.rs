@@ -72,7 +72,7 @@ impl Metrics {
         let verbs = Family::<VerbLabels, Counter>::default();
         registry.register(
             "verbs",
-            "Verbs run, by verb and outcome (the plugin's event, or failed/invalid/no_plugin)",
+            "Verbs run, by verb and outcome (the plugin's event, or no-plugin/invalid-verb/plugin-trap/plugin-failed)",
             verbs.clone(),
         );
         let refer_responses = Family::<ClassLabel, Counter>::default();

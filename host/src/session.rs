@@ -250,7 +250,7 @@ impl Session {
                 verb.name,
                 self.shared.plugins.verbs().join(", ")
             );
-            return self.verb_failed(verb, "no_plugin", &why, events, summary).await;
+            return self.verb_failed(verb, "no-plugin", &why, events, summary).await;
         };
         let host = SipCallHost {
             call: self.call.clone(),
@@ -270,13 +270,13 @@ impl Session {
             Err(err) => {
                 let reason = match &err {
                     RunError::Verb(VerbError::InvalidVerb(_)) | RunError::VerbTooLarge { .. } => {
-                        "invalid_verb"
+                        "invalid-verb"
                     }
                     RunError::Trap { kind, .. } => {
                         self.shared.metrics.trap(&verb.name, &kind.to_string());
-                        "plugin_trap"
+                        "plugin-trap"
                     }
-                    _ => "plugin_failed",
+                    _ => "plugin-failed",
                 };
                 let why = err.to_string();
                 return self.verb_failed(verb, reason, &why, events, summary).await;

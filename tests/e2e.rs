@@ -1,0 +1,409 @@
+//! verbhost end to end: the `verbhost` binary against real SIP peers (sipp, baresip, our own
+//! endpoint) and a real HTTP webhook receiver, all on loopback.
+//!
+//! sipp and baresip come from Debian (`sip-tester`, `baresip-core`). With `CI=true` a missing
+//! tool fails the test; elsewhere the test is skipped with a loud message. Ports 28000-28999.
+
+#[path = "support/baresip.rs"]
+mod baresip;
+#[path = "support/sipp.rs"]
+mod sipp;
+#[path = "support/webhooks.rs"]
+mod webhooks;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::process::{Child, Command};
+use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
+use webhooks::{Hit, Receiver, Reply};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scenario(name: &str) -> PathBuf {
+    root().join("tests/sipp").join(name)
+}
+
+fn verbhost() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verbhost"));
+    command
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    command
+}
+
+/// A temporary file holding `text`, removed with the returned guard's directory.
+struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("verbhost-e2e-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        TempFile { dir, path }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What `verbhost call` did.
+struct CallRun {
+    code: i32,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+impl CallRun {
+    fn of_type(&self, kind: &str) -> Vec<&Value> {
+        self.lines.iter().filter(|l| l["type"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str) -> &Value {
+        let found = self.of_type(kind);
+        assert_eq!(found.len(), 1, "exactly one {kind} line; output:\n{}", self.describe());
+        found[0]
+    }
+
+    fn describe(&self) -> String {
+        let lines: Vec<String> = self.lines.iter().map(Value::to_string).collect();
+        format!("exit {}\nstdout:\n{}\nstderr:\n{}", self.code, lines.join("\n"), self.stderr)
+    }
+}
+
+async fn call(target: &str, app: &str, extra: &[&str]) -> CallRun {
+    let app = TempFile::new("app.json", app);
+    let mut command = verbhost();
+    command.arg("call").arg(target).arg("--app").arg(&app.path).args(extra);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("verbhost call finishes within 60 s")
+        .expect("verbhost runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    CallRun {
+        code: output.status.code().unwrap_or(-1),
+        lines: stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .collect(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn refer_app(receiver: &Receiver, refer_to: &str) -> String {
+    json!([{
+        "verb": "sip:refer",
+        "id": "transfer-1",
+        "referTo": refer_to,
+        "actionHook": receiver.url("/action"),
+        "eventHook": receiver.url("/event"),
+    }])
+    .to_string()
+}
+
+/// The identifiers every payload carries, from the `call.answered` line.
+fn ids(run: &CallRun) -> Value {
+    let answered = run.one("call.answered");
+    json!({
+        "call_sid": answered["call_sid"],
+        "call_id": answered["call_id"],
+        "direction": "outbound",
+        "from": "verbhost",
+        "to": "bob",
+    })
+}
+
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut out = base.as_object().unwrap().clone();
+    out.extend(extra.as_object().unwrap().clone());
+    Value::Object(out)
+}
+
+fn bodies(hits: &[Hit]) -> Vec<(String, Value)> {
+    hits.iter().map(|h| (h.path.clone(), h.json.clone())).collect()
+}
+
+/// Runs `verbhost call` against a sipp transferee; `None` when sipp is missing locally.
+async fn call_sipp(
+    xml: &str,
+    port: u16,
+    receiver: &Receiver,
+    extra: &[&str],
+) -> Option<(CallRun, sipp::SippOutcome)> {
+    if !sipp::require("sipp") {
+        return None;
+    }
+    let peer = sipp::SippPeer::start(&scenario(xml), port, sipp::Transport::Udp).expect("sipp starts");
+    let run = call(
+        &format!("sip:bob@127.0.0.1:{port}"),
+        &refer_app(receiver, "sip:carol@carrier.example"),
+        extra,
+    )
+    .await;
+    let outcome = tokio::task::spawn_blocking(move || peer.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), run.describe());
+    Some((run, outcome))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_a_transfer_and_shows_the_ladder_and_the_webhooks() {
+    let output = tokio::time::timeout(Duration::from_secs(60), verbhost().arg("demo").output())
+        .await
+        .expect("the demo finishes within 60 s")
+        .expect("verbhost runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    // The ladder, in order: verbhost's call, the REFER, bob's NOTIFYs as carol answers,
+    // verbhost's BYE and bob's BYE to carol.
+    let expected = [
+        "|------------ INVITE ------------>|",
+        "|<------- 200 OK (INVITE) --------|",
+        "|------------- REFER ------------>|",
+        "|<---- 202 Accepted (REFER) ------|",
+        "|<----- NOTIFY (100 Trying) ------|",
+        "|------------ INVITE ------------>|",
+        "|<---- NOTIFY (180 Ringing) ------|",
+        "|<------- NOTIFY (200 OK) --------|",
+        "|-------------- BYE ------------->|",
+    ];
+    let mut rest = stdout.as_ref();
+    for step in expected {
+        let at = rest.find(step).unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{stdout}"));
+        rest = &rest[at + step.len()..];
+    }
+    let webhooks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  POST /")).collect();
+    assert_eq!(webhooks, ["  POST /event", "  POST /event", "  POST /event", "  POST /action"], "{stdout}");
+    assert!(stdout.contains(r#""event": "TRANSFER_REFER_SUCCESS""#), "{stdout}");
+    assert!(stdout.contains(r#""final_referred_call_status": 200"#), "{stdout}");
+    assert!(stdout.contains("result: TRANSFER_REFER_SUCCESS"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_transfers_through_a_sipp_transferee_with_exact_webhooks() {
+    let receiver = Receiver::start().await;
+    let Some((run, outcome)) = call_sipp(
+        "uas-refer-accept.xml",
+        28000,
+        &receiver,
+        &["--webhook-secret", "s3cret"],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let ids = ids(&run);
+    // What happened, as JSON lines.
+    let kinds: Vec<&str> = run.lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    let wanted = ["call.placing", "call.answered", "verb.start", "refer.sent", "refer.response", "notify", "notify", "notify", "verb.completed", "bye.sent", "call.ended"];
+    let core: Vec<&str> = kinds.iter().copied().filter(|k| !k.starts_with("hook.")).collect();
+    assert_eq!(core, wanted, "{}", run.describe());
+    assert_eq!(run.one("refer.sent")["refer_to"], "<sip:carol@carrier.example>");
+    assert_eq!(run.one("refer.response")["status"], 202);
+    let codes: Vec<&Value> = run.of_type("notify").iter().map(|n| &n["sipfrag"]["code"]).collect();
+    assert_eq!(codes, [100, 180, 200]);
+    // The webhooks, exactly and in order: one eventHook per NOTIFY, then the actionHook once.
+    let hits = receiver.wait_for(4, Duration::from_secs(5)).await;
+    let event = |code: &str| merged(&ids, json!({"event": "transfer-status", "call_status": code, "verb_id": "transfer-1"}));
+    let action = merged(&ids, json!({
+        "event": "TRANSFER_REFER_SUCCESS",
+        "refer_status": 202,
+        "referStatus": 202,
+        "refer_reason": "Accepted",
+        "final_referred_call_status": 200,
+        "final_referred_call_reason": "OK",
+        "completion_reason": "final-notify",
+        "verb_id": "transfer-1",
+        "call_status": "completed",
+    }));
+    assert_eq!(
+        bodies(&hits),
+        [
+            ("/event".to_owned(), event("100")),
+            ("/event".to_owned(), event("180")),
+            ("/event".to_owned(), event("200")),
+            ("/action".to_owned(), action.clone()),
+        ]
+    );
+    // The completion line carries the same payload as the actionHook.
+    assert_eq!(run.one("verb.completed")["payload"], action);
+    // Every request is signed: t=<unix>,v1=HMAC-SHA256(secret, "<t>.<body>").
+    for hit in &hits {
+        let signature = &hit.headers["verbhost-signature"];
+        let (t, v1) = signature.split_once(",v1=").unwrap();
+        let t = t.strip_prefix("t=").unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&hit.raw);
+        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(v1, hex, "signature of {}", hit.path);
+    }
+    // verbhost ended its leg after the transfer: sipp received our BYE.
+    assert_eq!(outcome.received_count("BYE "), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_reports_a_declined_refer_and_hangs_up_when_the_application_ends() {
+    let receiver = Receiver::start().await;
+    let Some((run, outcome)) = call_sipp("uas-refer-decline.xml", 28010, &receiver, &[]).await else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let completed = run.one("verb.completed");
+    assert_eq!(completed["event"], "TRANSFER_REFER_ERROR");
+    assert_eq!(completed["payload"]["refer_status"], 603);
+    assert_eq!(completed["payload"]["call_status"], "in-progress");
+    assert_eq!(completed["call_left"], false);
+    assert_eq!(receiver.wait_for(1, Duration::from_secs(5)).await.len(), 1);
+    assert_eq!(receiver.paths(), ["/action"]);
+    assert_eq!(outcome.received_count("BYE "), 1);
+    assert_eq!(run.one("call.ended")["by"], "verbhost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_reports_a_busy_target_from_the_final_notify() {
+    let receiver = Receiver::start().await;
+    let Some((run, _)) = call_sipp("uas-refer-busy.xml", 28020, &receiver, &[]).await else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let payload = &run.one("verb.completed")["payload"];
+    assert_eq!(payload["event"], "TRANSFER_REFER_ERROR");
+    assert_eq!(payload["final_referred_call_status"], 486);
+    let hits = receiver.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(receiver.paths(), ["/event", "/event", "/action"], "{:?}", bodies(&hits));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_counts_a_notify_that_arrives_before_the_202() {
+    let receiver = Receiver::start().await;
+    let Some((run, _)) = call_sipp("uas-refer-notify-before-202.xml", 28030, &receiver, &[]).await else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_eq!(run.one("verb.completed")["event"], "TRANSFER_REFER_SUCCESS");
+    let codes: Vec<&Value> = run.of_type("notify").iter().map(|n| &n["sipfrag"]["code"]).collect();
+    assert_eq!(codes, [100, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_honours_refer_sub_false() {
+    let receiver = Receiver::start().await;
+    let Some((run, _)) = call_sipp("uas-refer-sub-false.xml", 28040, &receiver, &[]).await else {
+        return;
+    };
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let payload = &run.one("verb.completed")["payload"];
+    assert_eq!(payload["event"], "TRANSFER_REFER_SUCCESS");
+    assert_eq!(payload["completion_reason"], "refer-sub-false");
+    assert!(run.of_type("notify").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_baresip_as_the_real_transferee() {
+    if !sipp::require("sipp") || !sipp::require("baresip") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let carol = sipp::SippPeer::start(&scenario("uas-carol-answer.xml"), 28060, sipp::Transport::Udp)
+        .expect("carol starts");
+    let bob = baresip::BaresipPeer::start(28050).expect("baresip starts");
+    let run = call(
+        "sip:bob@127.0.0.1:28050",
+        &refer_app(&receiver, "sip:carol@127.0.0.1:28060"),
+        &[],
+    )
+    .await;
+    let carol = tokio::task::spawn_blocking(move || carol.wait(Duration::from_secs(20))).await.unwrap();
+    let log = tokio::task::spawn_blocking(move || bob.stop()).await.unwrap();
+    assert!(carol.passed(), "{}\nbaresip:\n{log}\n{}", carol.describe(), run.describe());
+    assert_eq!(run.code, 0, "{}\nbaresip:\n{log}", run.describe());
+    let payload = &run.one("verb.completed")["payload"];
+    assert_eq!(payload["event"], "TRANSFER_REFER_SUCCESS", "{}", run.describe());
+    assert_eq!(payload["final_referred_call_status"], 200);
+    let hits = receiver.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(receiver.paths(), ["/event", "/event", "/action"], "{:?}", bodies(&hits));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_applications_are_refused_before_any_call_with_the_cause() {
+    for (app, cause) in [
+        ("[{\"verb\": \"sip:refer\",", "is not valid JSON"),
+        ("{\"verb\": \"sip:refer\"}", "must be a JSON array of verbs, got an object"),
+        ("[{\"verb\": \"say\", \"text\": \"hi\"}]", "verb 0 (say): no plugin implements it"),
+        ("[42]", "verb 0 of the application: a verb is a JSON object, got a number"),
+    ] {
+        // Nobody listens on this port: a call would fail with exit 3, not 2.
+        let run = call("sip:nobody@127.0.0.1:28999", app, &[]).await;
+        assert_eq!(run.code, 2, "{app}: {}", run.describe());
+        assert!(run.stderr.contains(cause), "{app}: {}", run.describe());
+        assert!(run.lines.is_empty(), "{app}: {}", run.describe());
+    }
+}
+
+/// Our own endpoint as a callee that answers and waits for the BYE.
+async fn answering_callee() -> (Endpoint, tokio::task::JoinHandle<bool>) {
+    let endpoint = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let accepting = endpoint.clone();
+    let task = tokio::spawn(async move {
+        let Some(incoming) = accepting.accept().await else { return false };
+        let Some(call) = incoming.answer(b"v=0\r\n".to_vec()).await else { return false };
+        tokio::time::timeout(Duration::from_secs(20), call.ended()).await.is_ok()
+    });
+    (endpoint, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_call_ends_cleanly() {
+    let receiver = Receiver::start().await;
+    let (callee, ended) = answering_callee().await;
+    let app = json!([
+        {"verb": "sip:refer", "id": "t9", "actionHook": receiver.url("/action"), "colour": "red"},
+    ])
+    .to_string();
+    let run = call(&format!("sip:bob@{}", callee.local_addr()), &app, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let failed = run.one("verb.failed");
+    assert_eq!(failed["reason"], "invalid-verb");
+    assert!(failed["error"].as_str().unwrap().contains("referTo"), "{}", run.describe());
+    assert!(run.stderr.contains("these verbs failed: sip:refer"), "{}", run.describe());
+    let hits = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].json["event"], "VERB_ERROR");
+    assert_eq!(hits[0].json["completion_reason"], "invalid-verb");
+    assert_eq!(hits[0].json["verb_id"], "t9");
+    assert_eq!(hits[0].json["call_sid"], run.one("call.answered")["call_sid"]);
+    assert!(ended.await.unwrap(), "verbhost hung up the call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_call_exits_3_with_the_cause() {
+    let callee = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let rejecting = callee.clone();
+    tokio::spawn(async move {
+        if let Some(incoming) = rejecting.accept().await {
+            incoming.reject(486).await;
+        }
+    });
+    let run = call(&format!("sip:bob@{}", callee.local_addr()), "[]", &[]).await;
+    assert_eq!(run.code, 3, "{}", run.describe());
+    assert!(run.stderr.contains("486"), "{}", run.describe());
+    assert!(run.one("call.failed")["error"].as_str().unwrap().contains("486"));
+}
