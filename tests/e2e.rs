@@ -407,3 +407,41 @@ async fn an_unanswered_call_exits_3_with_the_cause() {
     assert!(run.stderr.contains("486"), "{}", run.describe());
     assert!(run.one("call.failed")["error"].as_str().unwrap().contains("486"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_hook_answering_with_verbs_replaces_the_application() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    // Cognigy-style failover: the failed transfer's actionHook sends the call elsewhere.
+    receiver.reply(
+        "/action1",
+        vec![Reply::ok(
+            json!([{"verb": "sip:refer", "referTo": "sip:backup@carrier.example", "actionHook": "/action2"}])
+                .to_string(),
+        )],
+    );
+    let app = json!([
+        {"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action1"},
+        {"verb": "sip:refer", "referTo": "sip:never@carrier.example", "actionHook": "/never"},
+    ])
+    .to_string();
+    let peer = sipp::SippPeer::start(&scenario("uas-refer-failover.xml"), 28070, sipp::Transport::Udp)
+        .expect("sipp starts");
+    let run = call("sip:bob@127.0.0.1:28070", &app, &["--base-url", &receiver.base()]).await;
+    let outcome = tokio::task::spawn_blocking(move || peer.wait(Duration::from_secs(45))).await.unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), run.describe());
+    assert_eq!(run.code, 0, "{}", run.describe());
+    // Relative hooks resolved against --base-url; the replacement ran, the original
+    // second verb did not.
+    let hits = receiver.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(receiver.paths(), ["/action1", "/action2"]);
+    assert_eq!(hits[0].json["event"], "TRANSFER_REFER_ERROR");
+    assert_eq!(hits[0].json["refer_status"], 603);
+    assert_eq!(hits[1].json["event"], "TRANSFER_REFER_SUCCESS");
+    assert_eq!(hits[0].json["call_sid"], hits[1].json["call_sid"]);
+    assert_eq!(run.one("app.replaced")["verbs"], json!(["sip:refer"]));
+    let refers: Vec<&Value> = run.of_type("refer.sent").iter().map(|r| &r["refer_to"]).collect();
+    assert_eq!(refers, ["<sip:carol@carrier.example>", "<sip:backup@carrier.example>"]);
+}
