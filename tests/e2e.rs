@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::process::{Child, Command};
+use verbhost_sip::endpoint::CallError;
 use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
 use webhooks::{Hit, Receiver, Reply};
 
@@ -444,4 +445,280 @@ async fn an_action_hook_answering_with_verbs_replaces_the_application() {
     assert_eq!(run.one("app.replaced")["verbs"], json!(["sip:refer"]));
     let refers: Vec<&Value> = run.of_type("refer.sent").iter().map(|r| &r["refer_to"]).collect();
     assert_eq!(refers, ["<sip:carol@carrier.example>", "<sip:backup@carrier.example>"]);
+}
+
+/// A running `verbhost serve`, its log in a file.
+struct Server {
+    child: Child,
+    admin: String,
+    log: TempFile,
+}
+
+impl Server {
+    /// Starts `verbhost serve ARGS --admin 127.0.0.1:<admin_port>` and waits for /health.
+    async fn start(args: &[&str], admin_port: u16) -> Server {
+        let log = TempFile::new("serve.log", "");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let child = verbhost()
+            .arg("serve")
+            .args(args)
+            .args(["--admin", &admin])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log.path).unwrap())
+            .spawn()
+            .expect("verbhost serve starts");
+        let server = Server {
+            child,
+            admin,
+            log,
+        };
+        for _ in 0..300 {
+            if let Ok(response) = reqwest::get(format!("http://{}/health", server.admin)).await {
+                assert!(response.status().is_success());
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("verbhost serve did not come up:\n{}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log.path).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.admin)).await.expect("admin answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit code and the log.
+    async fn stop(mut self) -> (i32, String) {
+        if self.child.id().is_some() {
+            self.sigterm();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("verbhost serve exits within 30 s of SIGTERM")
+            .unwrap();
+        (status.code().unwrap_or(-1), self.log())
+    }
+}
+
+/// Starts a sipp caller against `host_port`.
+fn sipp_caller(xml: &str, port: u16, host_port: u16) -> sipp::SippPeer {
+    sipp::SippPeer::start_with_args(
+        &scenario(xml),
+        port,
+        sipp::Transport::Udp,
+        &[&format!("127.0.0.1:{host_port}")],
+    )
+    .expect("sipp starts")
+}
+
+fn inbound_ids(hit: &Hit) -> Value {
+    json!({
+        "call_sid": hit.json["call_sid"],
+        "call_id": hit.json["call_id"],
+        "direction": "inbound",
+        "from": "+4930111",
+        "to": "app",
+        "caller_name": "Alice",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_an_application_file_on_an_inbound_call_and_counts_it() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "+4930999", "actionHook": "/action", "eventHook": "/event"}]).to_string(),
+    );
+    let server = Server::start(
+        &["--sip", "127.0.0.1:28100", "--app", app.path.to_str().unwrap(), "--base-url", &receiver.base(), "--default-domain", "pstn.example"],
+        28101,
+    )
+    .await;
+    let caller = sipp_caller("uac-transferee-accept.xml", 28110, 28100);
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    // A bare number went to the configured domain, never to an address of ours.
+    let refer = outcome.received().into_iter().find(|m| m.starts_with("REFER ")).expect("sipp got the REFER").to_owned();
+    assert!(refer.contains("Refer-To: <sip:+4930999@pstn.example;user=phone>"), "{refer}");
+    let hits = receiver.wait_for(4, Duration::from_secs(5)).await;
+    assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"], "{}", server.log());
+    let ids = inbound_ids(&hits[3]);
+    assert_eq!(
+        hits[3].json,
+        merged(&ids, json!({
+            "event": "TRANSFER_REFER_SUCCESS",
+            "refer_status": 202,
+            "referStatus": 202,
+            "refer_reason": "Accepted",
+            "final_referred_call_status": 200,
+            "final_referred_call_reason": "OK",
+            "completion_reason": "final-notify",
+            "call_status": "completed",
+        }))
+    );
+    assert_eq!(hits[0].json, merged(&ids, json!({"event": "transfer-status", "call_status": "100"})));
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "verbhost_calls_total{direction=\"inbound\"} 1",
+        "verbhost_verbs_total{verb=\"sip:refer\",outcome=\"TRANSFER_REFER_SUCCESS\"} 1",
+        "verbhost_refer_responses_total{class=\"2xx\"} 1",
+        "verbhost_hooks_posted_total{kind=\"eventHook\"} 3",
+        "verbhost_hooks_posted_total{kind=\"actionHook\"} 1",
+        "verbhost_calls_active 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_asks_the_call_hook_for_the_application() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    // The call hook's answer uses a relative actionHook: it resolves against the hook's URL.
+    receiver.reply(
+        "/call",
+        vec![Reply::ok(json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "action"}]).to_string())],
+    );
+    let server = Server::start(&["--sip", "127.0.0.1:28120", "--call-hook", &receiver.url("/call")], 28121).await;
+    let caller = sipp_caller("uac-transferee-decline.xml", 28130, 28120);
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let hits = receiver.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(receiver.paths(), ["/call", "/action"], "{}", server.log());
+    let call = &hits[0].json;
+    for (key, value) in inbound_ids(&hits[0]).as_object().unwrap() {
+        assert_eq!(&call[key], value, "call hook {key}");
+    }
+    assert_eq!(call["call_status"], "trying");
+    assert_eq!(call["originating_sip_ip"], "127.0.0.1");
+    assert_eq!(call["originating_sip_port"], 28130);
+    assert!(call["sip"]["headers"]["Call-ID"].is_string(), "{call}");
+    let action = &hits[1].json;
+    assert_eq!(action["call_sid"], call["call_sid"]);
+    assert_eq!(action["event"], "TRANSFER_REFER_ERROR");
+    assert_eq!(action["refer_status"], 603);
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_racing_the_final_notify_still_reports_the_transfer_exactly_once() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new("app.json", &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action")}]).to_string());
+    let server = Server::start(&["--sip", "127.0.0.1:28140", "--app", app.path.to_str().unwrap()], 28141).await;
+    let caller = sipp_caller("uac-transferee-bye-race.xml", 28150, 28140);
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    // Give a second actionHook every chance to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hits = receiver.hits();
+    assert_eq!(receiver.paths(), ["/action"], "{}", server.log());
+    assert_eq!(hits[0].json["event"], "TRANSFER_REFER_SUCCESS");
+    assert_eq!(hits[0].json["final_referred_call_status"], 200);
+    assert_eq!(hits[0].json["call_status"], "completed");
+    // The far end hung up first: verbhost sent no BYE of its own.
+    assert_eq!(outcome.received_count("BYE "), 0);
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_call_hook_refuses_that_call_only() {
+    let receiver = Receiver::start().await;
+    let app = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action"}]).to_string();
+    receiver.reply(
+        "/call",
+        vec![
+            Reply::ok("this is not an application"),
+            Reply::status(500),
+            Reply::status(503),
+            Reply::ok(app.clone()).after(Duration::from_millis(1500)),
+            Reply::ok(app.clone()).after(Duration::from_millis(1500)),
+            Reply::ok(app),
+        ],
+    );
+    let config = TempFile::new("verbhost.toml", "[webhooks]\ntimeout_ms = 400\nretries = 1\nbackoff_ms = 50\n");
+    let server = Server::start(
+        &["--sip", "127.0.0.1:28160", "--call-hook", &receiver.url("/call"), "--config", config.path.to_str().unwrap()],
+        28161,
+    )
+    .await;
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let mut results = Vec::new();
+    for n in 0..4 {
+        let result = caller.call("sip:app@127.0.0.1:28160", &format!("<sip:caller{n}@127.0.0.1>"), b"v=0\r\n".to_vec()).await;
+        results.push(result);
+    }
+    let rejected = |r: &Result<_, CallError>| match r {
+        Err(CallError::Rejected { status, .. }) => Some(*status),
+        _ => None,
+    };
+    // Garbage, two 5xx answers, two timeouts: each refuses its own call with 500.
+    assert_eq!(rejected(&results[0]), Some(500), "{}", server.log());
+    assert_eq!(rejected(&results[1]), Some(500), "{}", server.log());
+    assert_eq!(rejected(&results[2]), Some(500), "{}", server.log());
+    // The next call is unaffected: answered, its REFER refused by our endpoint (501), the
+    // application ends and verbhost hangs up.
+    let call = results.pop().unwrap().unwrap_or_else(|e| panic!("the fourth call: {e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended()).await.expect("verbhost hung up");
+    let log = server.log();
+    assert!(log.contains("answered with no usable application: the application is not valid JSON"), "{log}");
+    assert!(log.contains("HTTP 503 Service Unavailable (after 2 attempt(s))"), "{log}");
+    assert!(log.contains("timed out"), "{log}");
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains("verbhost_calls_rejected_total 3"), "{metrics}");
+    assert!(metrics.contains("verbhost_hook_failures_total{kind=\"callHook\"} 2"), "{metrics}");
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_calls_in_progress_and_refuses_new_ones() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action"), "eventHook": receiver.url("/event")}]).to_string(),
+    );
+    let mut server = Server::start(&["--sip", "127.0.0.1:28170", "--app", app.path.to_str().unwrap()], 28171).await;
+    let caller = sipp_caller("uac-transferee-slow.xml", 28180, 28170);
+    // The transfer is under way (NOTIFY 100 and 180 posted) when SIGTERM arrives.
+    let hits = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 2, "{}", server.log());
+    server.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.get("/health").await.0, 503);
+    let late = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let refused = late.call("sip:app@127.0.0.1:28170", "<sip:late@127.0.0.1>", b"v=0\r\n".to_vec()).await;
+    assert!(matches!(refused, Err(CallError::Rejected { status: 503, .. })), "{:?}", refused.err());
+    // The call in progress runs to its end: final NOTIFY, actionHook, BYE.
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.expect("exits once drained").unwrap();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"]);
+    assert!(server.log().contains("drained: every call has ended"), "{}", server.log());
 }

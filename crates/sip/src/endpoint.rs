@@ -704,11 +704,17 @@ impl Core {
         call
     }
 
-    /// An open dialog (not ended, not past its BYE).
+    /// An open dialog (not ended; NOTIFYs are still taken during the BYE grace).
     fn open_dialog(&mut self, id: &DialogId) -> Option<&mut DialogState> {
         self.dialogs
             .get_mut(id)
             .filter(|d| d.closed_since.is_none())
+    }
+
+    /// A dialog still open for requests of ours: open, and the peer has not sent BYE (a REFER
+    /// or BYE of ours during the grace would be out of place).
+    fn sendable_dialog(&mut self, id: &DialogId) -> Option<&mut DialogState> {
+        self.open_dialog(id).filter(|d| d.closing_at.is_none())
     }
 }
 
@@ -972,8 +978,11 @@ impl Core {
             Method::Bye => {
                 // Hold the dialog open for a moment: a final NOTIFY on the heels of the BYE
                 // still counts. After that the subscriptions learn the dialog ended.
+                // For the call's owner the dialog has ended now: `is_ended` flips and no
+                // request of ours goes out in it any more.
                 if state.closing_at.is_none() {
                     state.closing_at = Some(now + grace);
+                    let _ = state.ended.send(true);
                 }
                 self.respond(&request, from, 200, None).await;
             }
@@ -1142,7 +1151,7 @@ impl Core {
             }
             Command::Refer { id, headers, reply } => {
                 let via = self.via();
-                let Some(state) = self.open_dialog(&id) else {
+                let Some(state) = self.sendable_dialog(&id) else {
                     let _ = reply.send(Err(ReferFailure::DialogGone));
                     return;
                 };
@@ -1175,7 +1184,7 @@ impl Core {
             }
             Command::Bye { id, reply } => {
                 let via = self.via();
-                let Some(state) = self.open_dialog(&id) else {
+                let Some(state) = self.sendable_dialog(&id) else {
                     let _ = reply.send(Ok(()));
                     return;
                 };

@@ -390,6 +390,15 @@ async fn a_final_notify_right_after_bye_still_counts() {
     )
     .await;
     assert_eq!(peer.expect_status().await, 200, "inside the BYE grace");
+    // The far end has hung up: the call is over for its owner at once, and a hangup of ours
+    // sends no BYE of its own (the next message the peer sees is nothing at all).
+    assert!(call.is_ended());
+    call.hangup().await.expect("hangup after the peer's BYE is a no-op");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), peer.expect_status())
+            .await
+            .is_err()
+    );
     match call
         .next_refer_event(refer_seq, Duration::from_secs(2))
         .await
