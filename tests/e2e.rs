@@ -258,6 +258,7 @@ async fn call_transfers_through_a_sipp_transferee_with_exact_webhooks() {
     }
     // verbhost ended its leg after the transfer: sipp received our BYE.
     assert_eq!(outcome.received_count("BYE "), 1);
+    assert_eq!(run.one("call.ended")["by"], "verbhost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,7 @@ pub(crate) async fn place_and_run(
         ids,
         base,
         journal,
+        hung_up: Default::default(),
     };
     let summary = session.run(verbs).await;
     shared.metrics.call_ended();

@@ -173,8 +173,7 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
             }
         },
     };
-    let local = incoming_local(&shared);
-    let Some(call) = incoming.answer(sdp(local)).await else {
+    let Some(call) = incoming.answer(sdp(shared.config.sip.listen)).await else {
         tracing::warn!(call_sid = %sid, "the call was gone before it could be answered");
         return;
     };
@@ -190,6 +189,7 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
         ids,
         base,
         journal: Journal::default(),
+        hung_up: Default::default(),
     };
     let summary = session.run(verbs).await;
     if let Ok(mut map) = active.lock() {
@@ -197,10 +197,6 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
     }
     shared.metrics.call_ended();
     tracing::info!(call_sid = %sid, completed = summary.completed_verbs, failed = ?summary.failed_verbs, by_remote = summary.ended_by_remote, "call ended");
-}
-
-fn incoming_local(shared: &Shared) -> std::net::SocketAddr {
-    shared.config.sip.listen
 }
 
 /// POSTs the call's details to the call hook and reads the application it answers with.

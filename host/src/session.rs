@@ -190,6 +190,8 @@ pub(crate) struct Session {
     /// What relative hooks resolve against.
     pub(crate) base: Option<Url>,
     pub(crate) journal: Journal,
+    /// Whether verbhost sent the BYE.
+    pub(crate) hung_up: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -218,10 +220,10 @@ impl Session {
                 Next::Stop => break,
             }
         }
-        summary.ended_by_remote = self.call.is_ended();
-        if !summary.ended_by_remote {
+        if !self.call.is_ended() {
             self.hang_up("the application ended").await;
         }
+        summary.ended_by_remote = !self.hung_up.load(std::sync::atomic::Ordering::Relaxed);
         // Let the eventHooks still queued finish; their timeouts and retries bound this.
         drop(events);
         let _ = poster.await;
@@ -406,6 +408,7 @@ impl Session {
 
     async fn hang_up(&self, why: &str) {
         tracing::info!(call_sid = %self.ids.call_sid, "hanging up: {why}");
+        self.hung_up.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Err(err) = self.call.hangup().await {
             tracing::warn!(call_sid = %self.ids.call_sid, error = %err, "BYE failed");
         }
