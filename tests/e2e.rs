@@ -77,20 +77,35 @@ impl CallRun {
 
     fn one(&self, kind: &str) -> &Value {
         let found = self.of_type(kind);
-        assert_eq!(found.len(), 1, "exactly one {kind} line; output:\n{}", self.describe());
+        assert_eq!(
+            found.len(),
+            1,
+            "exactly one {kind} line; output:\n{}",
+            self.describe()
+        );
         found[0]
     }
 
     fn describe(&self) -> String {
         let lines: Vec<String> = self.lines.iter().map(Value::to_string).collect();
-        format!("exit {}\nstdout:\n{}\nstderr:\n{}", self.code, lines.join("\n"), self.stderr)
+        format!(
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            lines.join("\n"),
+            self.stderr
+        )
     }
 }
 
 async fn call(target: &str, app: &str, extra: &[&str]) -> CallRun {
     let app = TempFile::new("app.json", app);
     let mut command = verbhost();
-    command.arg("call").arg(target).arg("--app").arg(&app.path).args(extra);
+    command
+        .arg("call")
+        .arg(target)
+        .arg("--app")
+        .arg(&app.path)
+        .args(extra);
     let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("verbhost call finishes within 60 s")
@@ -100,7 +115,9 @@ async fn call(target: &str, app: &str, extra: &[&str]) -> CallRun {
         code: output.status.code().unwrap_or(-1),
         lines: stdout
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
             .collect(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
@@ -136,7 +153,9 @@ fn merged(base: &Value, extra: Value) -> Value {
 }
 
 fn bodies(hits: &[Hit]) -> Vec<(String, Value)> {
-    hits.iter().map(|h| (h.path.clone(), h.json.clone())).collect()
+    hits.iter()
+        .map(|h| (h.path.clone(), h.json.clone()))
+        .collect()
 }
 
 /// Runs `verbhost call` against a sipp transferee; `None` when sipp is missing locally.
@@ -149,7 +168,8 @@ async fn call_sipp(
     if !sipp::require("sipp") {
         return None;
     }
-    let peer = sipp::SippPeer::start(&scenario(xml), port, sipp::Transport::Udp).expect("sipp starts");
+    let peer =
+        sipp::SippPeer::start(&scenario(xml), port, sipp::Transport::Udp).expect("sipp starts");
     let run = call(
         &format!("sip:bob@127.0.0.1:{port}"),
         &refer_app(receiver, "sip:carol@carrier.example"),
@@ -159,7 +179,12 @@ async fn call_sipp(
     let outcome = tokio::task::spawn_blocking(move || peer.wait(Duration::from_secs(45)))
         .await
         .unwrap();
-    assert!(outcome.passed(), "{}\n{}", outcome.describe(), run.describe());
+    assert!(
+        outcome.passed(),
+        "{}\n{}",
+        outcome.describe(),
+        run.describe()
+    );
     Some((run, outcome))
 }
 
@@ -170,7 +195,11 @@ async fn demo_runs_a_transfer_and_shows_the_ladder_and_the_webhooks() {
         .expect("the demo finishes within 60 s")
         .expect("verbhost runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // The ladder, in order: verbhost's call, the REFER, bob's NOTIFYs as carol answers,
     // verbhost's BYE and bob's BYE to carol.
     let expected = [
@@ -186,14 +215,37 @@ async fn demo_runs_a_transfer_and_shows_the_ladder_and_the_webhooks() {
     ];
     let mut rest = stdout.as_ref();
     for step in expected {
-        let at = rest.find(step).unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{stdout}"));
+        let at = rest
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{stdout}"));
         rest = &rest[at + step.len()..];
     }
-    let webhooks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  POST /")).collect();
-    assert_eq!(webhooks, ["  POST /event", "  POST /event", "  POST /event", "  POST /action"], "{stdout}");
-    assert!(stdout.contains(r#""event": "TRANSFER_REFER_SUCCESS""#), "{stdout}");
-    assert!(stdout.contains(r#""final_referred_call_status": 200"#), "{stdout}");
-    assert!(stdout.contains("result: TRANSFER_REFER_SUCCESS"), "{stdout}");
+    let webhooks: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  POST /"))
+        .collect();
+    assert_eq!(
+        webhooks,
+        [
+            "  POST /event",
+            "  POST /event",
+            "  POST /event",
+            "  POST /action"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""event": "TRANSFER_REFER_SUCCESS""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""final_referred_call_status": 200"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("result: TRANSFER_REFER_SUCCESS"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,28 +264,63 @@ async fn call_transfers_through_a_sipp_transferee_with_exact_webhooks() {
     assert_eq!(run.code, 0, "{}", run.describe());
     let ids = ids(&run);
     // What happened, as JSON lines.
-    let kinds: Vec<&str> = run.lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
-    let wanted = ["call.placing", "call.answered", "verb.start", "refer.sent", "refer.response", "notify", "notify", "notify", "verb.completed", "bye.sent", "call.ended"];
-    let core: Vec<&str> = kinds.iter().copied().filter(|k| !k.starts_with("hook.")).collect();
+    let kinds: Vec<&str> = run
+        .lines
+        .iter()
+        .map(|l| l["type"].as_str().unwrap())
+        .collect();
+    let wanted = [
+        "call.placing",
+        "call.answered",
+        "verb.start",
+        "refer.sent",
+        "refer.response",
+        "notify",
+        "notify",
+        "notify",
+        "verb.completed",
+        "bye.sent",
+        "call.ended",
+    ];
+    let core: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with("hook."))
+        .collect();
     assert_eq!(core, wanted, "{}", run.describe());
-    assert_eq!(run.one("refer.sent")["refer_to"], "<sip:carol@carrier.example>");
+    assert_eq!(
+        run.one("refer.sent")["refer_to"],
+        "<sip:carol@carrier.example>"
+    );
     assert_eq!(run.one("refer.response")["status"], 202);
-    let codes: Vec<&Value> = run.of_type("notify").iter().map(|n| &n["sipfrag"]["code"]).collect();
+    let codes: Vec<&Value> = run
+        .of_type("notify")
+        .iter()
+        .map(|n| &n["sipfrag"]["code"])
+        .collect();
     assert_eq!(codes, [100, 180, 200]);
     // The webhooks, exactly and in order: one eventHook per NOTIFY, then the actionHook once.
     let hits = receiver.wait_for(4, Duration::from_secs(5)).await;
-    let event = |code: &str| merged(&ids, json!({"event": "transfer-status", "call_status": code, "verb_id": "transfer-1"}));
-    let action = merged(&ids, json!({
-        "event": "TRANSFER_REFER_SUCCESS",
-        "refer_status": 202,
-        "referStatus": 202,
-        "refer_reason": "Accepted",
-        "final_referred_call_status": 200,
-        "final_referred_call_reason": "OK",
-        "completion_reason": "final-notify",
-        "verb_id": "transfer-1",
-        "call_status": "completed",
-    }));
+    let event = |code: &str| {
+        merged(
+            &ids,
+            json!({"event": "transfer-status", "call_status": code, "verb_id": "transfer-1"}),
+        )
+    };
+    let action = merged(
+        &ids,
+        json!({
+            "event": "TRANSFER_REFER_SUCCESS",
+            "refer_status": 202,
+            "referStatus": 202,
+            "refer_reason": "Accepted",
+            "final_referred_call_status": 200,
+            "final_referred_call_reason": "OK",
+            "completion_reason": "final-notify",
+            "verb_id": "transfer-1",
+            "call_status": "completed",
+        }),
+    );
     assert_eq!(
         bodies(&hits),
         [
@@ -253,7 +340,12 @@ async fn call_transfers_through_a_sipp_transferee_with_exact_webhooks() {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
         mac.update(format!("{t}.").as_bytes());
         mac.update(&hit.raw);
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(v1, hex, "signature of {}", hit.path);
     }
     // verbhost ended its leg after the transfer: sipp received our BYE.
@@ -264,7 +356,8 @@ async fn call_transfers_through_a_sipp_transferee_with_exact_webhooks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_reports_a_declined_refer_and_hangs_up_when_the_application_ends() {
     let receiver = Receiver::start().await;
-    let Some((run, outcome)) = call_sipp("uas-refer-decline.xml", 28010, &receiver, &[]).await else {
+    let Some((run, outcome)) = call_sipp("uas-refer-decline.xml", 28010, &receiver, &[]).await
+    else {
         return;
     };
     assert_eq!(run.code, 0, "{}", run.describe());
@@ -290,18 +383,28 @@ async fn call_reports_a_busy_target_from_the_final_notify() {
     assert_eq!(payload["event"], "TRANSFER_REFER_ERROR");
     assert_eq!(payload["final_referred_call_status"], 486);
     let hits = receiver.wait_for(3, Duration::from_secs(5)).await;
-    assert_eq!(receiver.paths(), ["/event", "/event", "/action"], "{:?}", bodies(&hits));
+    assert_eq!(
+        receiver.paths(),
+        ["/event", "/event", "/action"],
+        "{:?}",
+        bodies(&hits)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_counts_a_notify_that_arrives_before_the_202() {
     let receiver = Receiver::start().await;
-    let Some((run, _)) = call_sipp("uas-refer-notify-before-202.xml", 28030, &receiver, &[]).await else {
+    let Some((run, _)) = call_sipp("uas-refer-notify-before-202.xml", 28030, &receiver, &[]).await
+    else {
         return;
     };
     assert_eq!(run.code, 0, "{}", run.describe());
     assert_eq!(run.one("verb.completed")["event"], "TRANSFER_REFER_SUCCESS");
-    let codes: Vec<&Value> = run.of_type("notify").iter().map(|n| &n["sipfrag"]["code"]).collect();
+    let codes: Vec<&Value> = run
+        .of_type("notify")
+        .iter()
+        .map(|n| &n["sipfrag"]["code"])
+        .collect();
     assert_eq!(codes, [100, 200]);
 }
 
@@ -324,8 +427,12 @@ async fn call_with_baresip_as_the_real_transferee() {
         return;
     }
     let receiver = Receiver::start().await;
-    let carol = sipp::SippPeer::start(&scenario("uas-carol-answer.xml"), 28060, sipp::Transport::Udp)
-        .expect("carol starts");
+    let carol = sipp::SippPeer::start(
+        &scenario("uas-carol-answer.xml"),
+        28060,
+        sipp::Transport::Udp,
+    )
+    .expect("carol starts");
     let bob = baresip::BaresipPeer::start(28050).expect("baresip starts");
     let run = call(
         "sip:bob@127.0.0.1:28050",
@@ -333,24 +440,52 @@ async fn call_with_baresip_as_the_real_transferee() {
         &[],
     )
     .await;
-    let carol = tokio::task::spawn_blocking(move || carol.wait(Duration::from_secs(20))).await.unwrap();
-    let log = tokio::task::spawn_blocking(move || bob.stop()).await.unwrap();
-    assert!(carol.passed(), "{}\nbaresip:\n{log}\n{}", carol.describe(), run.describe());
+    let carol = tokio::task::spawn_blocking(move || carol.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let log = tokio::task::spawn_blocking(move || bob.stop())
+        .await
+        .unwrap();
+    assert!(
+        carol.passed(),
+        "{}\nbaresip:\n{log}\n{}",
+        carol.describe(),
+        run.describe()
+    );
     assert_eq!(run.code, 0, "{}\nbaresip:\n{log}", run.describe());
     let payload = &run.one("verb.completed")["payload"];
-    assert_eq!(payload["event"], "TRANSFER_REFER_SUCCESS", "{}", run.describe());
+    assert_eq!(
+        payload["event"],
+        "TRANSFER_REFER_SUCCESS",
+        "{}",
+        run.describe()
+    );
     assert_eq!(payload["final_referred_call_status"], 200);
     let hits = receiver.wait_for(3, Duration::from_secs(5)).await;
-    assert_eq!(receiver.paths(), ["/event", "/event", "/action"], "{:?}", bodies(&hits));
+    assert_eq!(
+        receiver.paths(),
+        ["/event", "/event", "/action"],
+        "{:?}",
+        bodies(&hits)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_applications_are_refused_before_any_call_with_the_cause() {
     for (app, cause) in [
         ("[{\"verb\": \"sip:refer\",", "is not valid JSON"),
-        ("{\"verb\": \"sip:refer\"}", "must be a JSON array of verbs, got an object"),
-        ("[{\"verb\": \"say\", \"text\": \"hi\"}]", "verb 0 (say): no plugin implements it"),
-        ("[42]", "verb 0 of the application: a verb is a JSON object, got a number"),
+        (
+            "{\"verb\": \"sip:refer\"}",
+            "must be a JSON array of verbs, got an object",
+        ),
+        (
+            "[{\"verb\": \"say\", \"text\": \"hi\"}]",
+            "verb 0 (say): no plugin implements it",
+        ),
+        (
+            "[42]",
+            "verb 0 of the application: a verb is a JSON object, got a number",
+        ),
     ] {
         // Nobody listens on this port: a call would fail with exit 3, not 2.
         let run = call("sip:nobody@127.0.0.1:28999", app, &[]).await;
@@ -362,12 +497,20 @@ async fn bad_applications_are_refused_before_any_call_with_the_cause() {
 
 /// Our own endpoint as a callee that answers and waits for the BYE.
 async fn answering_callee() -> (Endpoint, tokio::task::JoinHandle<bool>) {
-    let endpoint = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let endpoint = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
     let accepting = endpoint.clone();
     let task = tokio::spawn(async move {
-        let Some(incoming) = accepting.accept().await else { return false };
-        let Some(call) = incoming.answer(b"v=0\r\n".to_vec()).await else { return false };
-        tokio::time::timeout(Duration::from_secs(20), call.ended()).await.is_ok()
+        let Some(incoming) = accepting.accept().await else {
+            return false;
+        };
+        let Some(call) = incoming.answer(b"v=0\r\n".to_vec()).await else {
+            return false;
+        };
+        tokio::time::timeout(Duration::from_secs(20), call.ended())
+            .await
+            .is_ok()
     });
     (endpoint, task)
 }
@@ -384,20 +527,33 @@ async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_ca
     assert_eq!(run.code, 1, "{}", run.describe());
     let failed = run.one("verb.failed");
     assert_eq!(failed["reason"], "invalid-verb");
-    assert!(failed["error"].as_str().unwrap().contains("referTo"), "{}", run.describe());
-    assert!(run.stderr.contains("these verbs failed: sip:refer"), "{}", run.describe());
+    assert!(
+        failed["error"].as_str().unwrap().contains("referTo"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("these verbs failed: sip:refer"),
+        "{}",
+        run.describe()
+    );
     let hits = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].json["event"], "VERB_ERROR");
     assert_eq!(hits[0].json["completion_reason"], "invalid-verb");
     assert_eq!(hits[0].json["verb_id"], "t9");
-    assert_eq!(hits[0].json["call_sid"], run.one("call.answered")["call_sid"]);
+    assert_eq!(
+        hits[0].json["call_sid"],
+        run.one("call.answered")["call_sid"]
+    );
     assert!(ended.await.unwrap(), "verbhost hung up the call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_call_exits_3_with_the_cause() {
-    let callee = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let callee = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
     let rejecting = callee.clone();
     tokio::spawn(async move {
         if let Some(incoming) = rejecting.accept().await {
@@ -407,7 +563,12 @@ async fn an_unanswered_call_exits_3_with_the_cause() {
     let run = call(&format!("sip:bob@{}", callee.local_addr()), "[]", &[]).await;
     assert_eq!(run.code, 3, "{}", run.describe());
     assert!(run.stderr.contains("486"), "{}", run.describe());
-    assert!(run.one("call.failed")["error"].as_str().unwrap().contains("486"));
+    assert!(
+        run.one("call.failed")["error"]
+            .as_str()
+            .unwrap()
+            .contains("486")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,11 +590,27 @@ async fn an_action_hook_answering_with_verbs_replaces_the_application() {
         {"verb": "sip:refer", "referTo": "sip:never@carrier.example", "actionHook": "/never"},
     ])
     .to_string();
-    let peer = sipp::SippPeer::start(&scenario("uas-refer-failover.xml"), 28070, sipp::Transport::Udp)
-        .expect("sipp starts");
-    let run = call("sip:bob@127.0.0.1:28070", &app, &["--base-url", &receiver.base()]).await;
-    let outcome = tokio::task::spawn_blocking(move || peer.wait(Duration::from_secs(45))).await.unwrap();
-    assert!(outcome.passed(), "{}\n{}", outcome.describe(), run.describe());
+    let peer = sipp::SippPeer::start(
+        &scenario("uas-refer-failover.xml"),
+        28070,
+        sipp::Transport::Udp,
+    )
+    .expect("sipp starts");
+    let run = call(
+        "sip:bob@127.0.0.1:28070",
+        &app,
+        &["--base-url", &receiver.base()],
+    )
+    .await;
+    let outcome = tokio::task::spawn_blocking(move || peer.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(
+        outcome.passed(),
+        "{}\n{}",
+        outcome.describe(),
+        run.describe()
+    );
     assert_eq!(run.code, 0, "{}", run.describe());
     // Relative hooks resolved against --base-url; the replacement ran, the original
     // second verb did not.
@@ -444,8 +621,18 @@ async fn an_action_hook_answering_with_verbs_replaces_the_application() {
     assert_eq!(hits[1].json["event"], "TRANSFER_REFER_SUCCESS");
     assert_eq!(hits[0].json["call_sid"], hits[1].json["call_sid"]);
     assert_eq!(run.one("app.replaced")["verbs"], json!(["sip:refer"]));
-    let refers: Vec<&Value> = run.of_type("refer.sent").iter().map(|r| &r["refer_to"]).collect();
-    assert_eq!(refers, ["<sip:carol@carrier.example>", "<sip:backup@carrier.example>"]);
+    let refers: Vec<&Value> = run
+        .of_type("refer.sent")
+        .iter()
+        .map(|r| &r["refer_to"])
+        .collect();
+    assert_eq!(
+        refers,
+        [
+            "<sip:carol@carrier.example>",
+            "<sip:backup@carrier.example>"
+        ]
+    );
 }
 
 /// A running `verbhost serve`, its log in a file.
@@ -468,11 +655,7 @@ impl Server {
             .stderr(std::fs::File::create(&log.path).unwrap())
             .spawn()
             .expect("verbhost serve starts");
-        let server = Server {
-            child,
-            admin,
-            log,
-        };
+        let server = Server { child, admin, log };
         for _ in 0..300 {
             if let Ok(response) = reqwest::get(format!("http://{}/health", server.admin)).await {
                 assert!(response.status().is_success());
@@ -488,13 +671,18 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let response = reqwest::get(format!("http://{}{path}", self.admin)).await.expect("admin answers");
+        let response = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .expect("admin answers");
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
     fn sigterm(&self) {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -544,33 +732,66 @@ async fn serve_runs_an_application_file_on_an_inbound_call_and_counts_it() {
         &json!([{"verb": "sip:refer", "referTo": "+4930999", "actionHook": "/action", "eventHook": "/event"}]).to_string(),
     );
     let server = Server::start(
-        &["--sip", "127.0.0.1:28100", "--app", app.path.to_str().unwrap(), "--base-url", &receiver.base(), "--default-domain", "pstn.example"],
+        &[
+            "--sip",
+            "127.0.0.1:28100",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--base-url",
+            &receiver.base(),
+            "--default-domain",
+            "pstn.example",
+        ],
         28101,
     )
     .await;
     let caller = sipp_caller("uac-transferee-accept.xml", 28110, 28100);
-    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
     assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
     // A bare number went to the configured domain, never to an address of ours.
-    let refer = outcome.received().into_iter().find(|m| m.starts_with("REFER ")).expect("sipp got the REFER").to_owned();
-    assert!(refer.contains("Refer-To: <sip:+4930999@pstn.example;user=phone>"), "{refer}");
+    let refer = outcome
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("REFER "))
+        .expect("sipp got the REFER")
+        .to_owned();
+    assert!(
+        refer.contains("Refer-To: <sip:+4930999@pstn.example;user=phone>"),
+        "{refer}"
+    );
     let hits = receiver.wait_for(4, Duration::from_secs(5)).await;
-    assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"], "{}", server.log());
+    assert_eq!(
+        receiver.paths(),
+        ["/event", "/event", "/event", "/action"],
+        "{}",
+        server.log()
+    );
     let ids = inbound_ids(&hits[3]);
     assert_eq!(
         hits[3].json,
-        merged(&ids, json!({
-            "event": "TRANSFER_REFER_SUCCESS",
-            "refer_status": 202,
-            "referStatus": 202,
-            "refer_reason": "Accepted",
-            "final_referred_call_status": 200,
-            "final_referred_call_reason": "OK",
-            "completion_reason": "final-notify",
-            "call_status": "completed",
-        }))
+        merged(
+            &ids,
+            json!({
+                "event": "TRANSFER_REFER_SUCCESS",
+                "refer_status": 202,
+                "referStatus": 202,
+                "refer_reason": "Accepted",
+                "final_referred_call_status": 200,
+                "final_referred_call_reason": "OK",
+                "completion_reason": "final-notify",
+                "call_status": "completed",
+            })
+        )
     );
-    assert_eq!(hits[0].json, merged(&ids, json!({"event": "transfer-status", "call_status": "100"})));
+    assert_eq!(
+        hits[0].json,
+        merged(
+            &ids,
+            json!({"event": "transfer-status", "call_status": "100"})
+        )
+    );
     let (status, metrics) = server.get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
@@ -581,7 +802,10 @@ async fn serve_runs_an_application_file_on_an_inbound_call_and_counts_it() {
         "verbhost_hooks_posted_total{kind=\"actionHook\"} 1",
         "verbhost_calls_active 0",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from:\n{metrics}"
+        );
     }
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
@@ -598,9 +822,20 @@ async fn serve_asks_the_call_hook_for_the_application() {
         "/call",
         vec![Reply::ok(json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "action"}]).to_string())],
     );
-    let server = Server::start(&["--sip", "127.0.0.1:28120", "--call-hook", &receiver.url("/call")], 28121).await;
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28120",
+            "--call-hook",
+            &receiver.url("/call"),
+        ],
+        28121,
+    )
+    .await;
     let caller = sipp_caller("uac-transferee-decline.xml", 28130, 28120);
-    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
     assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
     let hits = receiver.wait_for(2, Duration::from_secs(5)).await;
     assert_eq!(receiver.paths(), ["/call", "/action"], "{}", server.log());
@@ -627,9 +862,20 @@ async fn a_bye_racing_the_final_notify_still_reports_the_transfer_exactly_once()
     }
     let receiver = Receiver::start().await;
     let app = TempFile::new("app.json", &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action")}]).to_string());
-    let server = Server::start(&["--sip", "127.0.0.1:28140", "--app", app.path.to_str().unwrap()], 28141).await;
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28140",
+            "--app",
+            app.path.to_str().unwrap(),
+        ],
+        28141,
+    )
+    .await;
     let caller = sipp_caller("uac-transferee-bye-race.xml", 28150, 28140);
-    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
     assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
     // Give a second actionHook every chance to show up.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -659,16 +905,34 @@ async fn a_failing_call_hook_refuses_that_call_only() {
             Reply::ok(app),
         ],
     );
-    let config = TempFile::new("verbhost.toml", "[webhooks]\ntimeout_ms = 400\nretries = 1\nbackoff_ms = 50\n");
+    let config = TempFile::new(
+        "verbhost.toml",
+        "[webhooks]\ntimeout_ms = 400\nretries = 1\nbackoff_ms = 50\n",
+    );
     let server = Server::start(
-        &["--sip", "127.0.0.1:28160", "--call-hook", &receiver.url("/call"), "--config", config.path.to_str().unwrap()],
+        &[
+            "--sip",
+            "127.0.0.1:28160",
+            "--call-hook",
+            &receiver.url("/call"),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
         28161,
     )
     .await;
-    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
     let mut results = Vec::new();
     for n in 0..4 {
-        let result = caller.call("sip:app@127.0.0.1:28160", &format!("<sip:caller{n}@127.0.0.1>"), b"v=0\r\n".to_vec()).await;
+        let result = caller
+            .call(
+                "sip:app@127.0.0.1:28160",
+                &format!("<sip:caller{n}@127.0.0.1>"),
+                b"v=0\r\n".to_vec(),
+            )
+            .await;
         results.push(result);
     }
     let rejected = |r: &Result<_, CallError>| match r {
@@ -681,15 +945,32 @@ async fn a_failing_call_hook_refuses_that_call_only() {
     assert_eq!(rejected(&results[2]), Some(500), "{}", server.log());
     // The next call is unaffected: answered, its REFER refused by our endpoint (501), the
     // application ends and verbhost hangs up.
-    let call = results.pop().unwrap().unwrap_or_else(|e| panic!("the fourth call: {e}\n{}", server.log()));
-    tokio::time::timeout(Duration::from_secs(10), call.ended()).await.expect("verbhost hung up");
+    let call = results
+        .pop()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the fourth call: {e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up");
     let log = server.log();
-    assert!(log.contains("answered with no usable application: the application is not valid JSON"), "{log}");
-    assert!(log.contains("HTTP 503 Service Unavailable (after 2 attempt(s))"), "{log}");
+    assert!(
+        log.contains("answered with no usable application: the application is not valid JSON"),
+        "{log}"
+    );
+    assert!(
+        log.contains("HTTP 503 Service Unavailable (after 2 attempt(s))"),
+        "{log}"
+    );
     assert!(log.contains("timed out"), "{log}");
     let (_, metrics) = server.get("/metrics").await;
-    assert!(metrics.contains("verbhost_calls_rejected_total 3"), "{metrics}");
-    assert!(metrics.contains("verbhost_hook_failures_total{kind=\"callHook\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("verbhost_calls_rejected_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("verbhost_hook_failures_total{kind=\"callHook\"} 2"),
+        "{metrics}"
+    );
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
 }
@@ -704,7 +985,16 @@ async fn sigterm_drains_the_calls_in_progress_and_refuses_new_ones() {
         "app.json",
         &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action"), "eventHook": receiver.url("/event")}]).to_string(),
     );
-    let mut server = Server::start(&["--sip", "127.0.0.1:28170", "--app", app.path.to_str().unwrap()], 28171).await;
+    let mut server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28170",
+            "--app",
+            app.path.to_str().unwrap(),
+        ],
+        28171,
+    )
+    .await;
     let caller = sipp_caller("uac-transferee-slow.xml", 28180, 28170);
     // The transfer is under way (NOTIFY 100 and 180 posted) when SIGTERM arrives.
     let hits = receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -712,14 +1002,35 @@ async fn sigterm_drains_the_calls_in_progress_and_refuses_new_ones() {
     server.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.get("/health").await.0, 503);
-    let late = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap())).await.unwrap();
-    let refused = late.call("sip:app@127.0.0.1:28170", "<sip:late@127.0.0.1>", b"v=0\r\n".to_vec()).await;
-    assert!(matches!(refused, Err(CallError::Rejected { status: 503, .. })), "{:?}", refused.err());
+    let late = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let refused = late
+        .call(
+            "sip:app@127.0.0.1:28170",
+            "<sip:late@127.0.0.1>",
+            b"v=0\r\n".to_vec(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(CallError::Rejected { status: 503, .. })),
+        "{:?}",
+        refused.err()
+    );
     // The call in progress runs to its end: final NOTIFY, actionHook, BYE.
-    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await.unwrap();
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
     assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
-    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.expect("exits once drained").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("exits once drained")
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"]);
-    assert!(server.log().contains("drained: every call has ended"), "{}", server.log());
+    assert!(
+        server.log().contains("drained: every call has ended"),
+        "{}",
+        server.log()
+    );
 }

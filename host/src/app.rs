@@ -47,8 +47,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<AppVerb>, AppError> {
         .enumerate()
         .map(|(index, item)| {
             let json = item.to_string();
-            let (name, props) =
-                verb::split(item).map_err(|why| AppError::Verb { index, why })?;
+            let (name, props) = verb::split(item).map_err(|why| AppError::Verb { index, why })?;
             let id = match props.get("id") {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
@@ -87,7 +86,11 @@ mod tests {
         assert_eq!(app[0].name, "sip:refer");
         assert_eq!(app[0].id.as_deref(), Some("t1"));
         assert_eq!(app[0].action_hook.clone().unwrap().unwrap().url, "/a");
-        assert!(app[0].json.contains(r#""referTo":"+4930123""#), "{}", app[0].json);
+        assert!(
+            app[0].json.contains(r#""referTo":"+4930123""#),
+            "{}",
+            app[0].json
+        );
         assert_eq!(app[1].name, "sip:refer");
         assert!(app[1].action_hook.is_none());
     }
@@ -100,7 +103,11 @@ mod tests {
             "the application must be a JSON array of verbs, got an object"
         );
         let err = parse(b"[{\"verb\":\"x\"},").unwrap_err();
-        assert!(err.to_string().starts_with("the application is not valid JSON"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the application is not valid JSON"),
+            "{err}"
+        );
         let err = parse(b"[{\"verb\":\"x\"}, 7]").unwrap_err();
         assert_eq!(
             err.to_string(),

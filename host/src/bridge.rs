@@ -35,7 +35,12 @@ impl CallHost for SipCallHost {
         if let Some(by) = &request.referred_by {
             headers.push(("Referred-By".to_owned(), by.clone()));
         }
-        headers.extend(request.headers.iter().map(|h| (h.name.clone(), h.value.clone())));
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone())),
+        );
         self.journal.record(json!({
             "type": "refer.sent",
             "call_sid": self.ids.call_sid,

@@ -172,7 +172,9 @@ pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<E
             exit::VERB_FAILED
         }
         Err(err) => {
-            journal.record(json!({"type": "call.failed", "target": args.target, "error": err.to_string()}));
+            journal.record(
+                json!({"type": "call.failed", "target": args.target, "error": err.to_string()}),
+            );
             eprintln!("verbhost: the call to {} failed: {err}", args.target);
             exit::NOT_ANSWERED
         }

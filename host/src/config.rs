@@ -205,7 +205,10 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(config.webhooks.timeout_ms, defaults.webhooks.timeout_ms);
         assert_eq!(config.webhooks.retries, defaults.webhooks.retries);
-        assert_eq!(config.server.drain_timeout_s, defaults.server.drain_timeout_s);
+        assert_eq!(
+            config.server.drain_timeout_s,
+            defaults.server.drain_timeout_s
+        );
         assert_eq!(config.sip.listen, defaults.sip.listen);
     }
 

@@ -107,7 +107,10 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
 
     println!("verbhost demo: a transfer on loopback, run by the built-in sip:refer plugin\n");
     println!("application ({base} is the demo's webhook receiver):\n  {application}\n");
-    print!("{}", render(&ladder.lock().map(|l| l.clone()).unwrap_or_default()));
+    print!(
+        "{}",
+        render(&ladder.lock().map(|l| l.clone()).unwrap_or_default())
+    );
     let received = received.lock().map(|r| r.clone()).unwrap_or_default();
     println!("\nwebhooks received by the application, in order:");
     for (request, body) in &received {
@@ -129,7 +132,11 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             event.as_deref().unwrap_or("no completion")
         ),
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The demo application's webhook endpoint: records every request, answers 200 with no verbs.
@@ -170,13 +177,21 @@ fn render(hops: &[Hop]) -> String {
         line
     };
     let mut out = String::new();
-    out.push_str(&format!("{:10}{}\n", "", centred(["verbhost", "bob", "carol"])));
+    out.push_str(&format!(
+        "{:10}{}\n",
+        "",
+        centred(["verbhost", "bob", "carol"])
+    ));
     out.push_str(&format!(
         "{:10}{}\n",
         "",
         centred(["(transferor)", "(transferee)", "(transfer target)"])
     ));
-    out.push_str(&format!("{:10}{}\n", "", lifelines().into_iter().collect::<String>()));
+    out.push_str(&format!(
+        "{:10}{}\n",
+        "",
+        lifelines().into_iter().collect::<String>()
+    ));
     for hop in hops {
         let mut line = lifelines();
         let (a, b) = (columns[hop.from as usize], columns[hop.to as usize]);
@@ -196,9 +211,16 @@ fn render(hops: &[Hop]) -> String {
             line[start + i] = c;
         }
         let time = format!("{:>6.1} ms", hop.at.as_secs_f64() * 1e3);
-        out.push_str(&format!("{time:10}{}\n", line.into_iter().collect::<String>()));
+        out.push_str(&format!(
+            "{time:10}{}\n",
+            line.into_iter().collect::<String>()
+        ));
     }
-    out.push_str(&format!("{:10}{}\n", "", lifelines().into_iter().collect::<String>()));
+    out.push_str(&format!(
+        "{:10}{}\n",
+        "",
+        lifelines().into_iter().collect::<String>()
+    ));
     out
 }
 
@@ -214,7 +236,10 @@ fn label(message: &Message) -> String {
             format!("{}{frag}", request.method)
         }
         Message::Response(response) => {
-            let to = response.cseq().map(|c| c.method.to_string()).unwrap_or_default();
+            let to = response
+                .cseq()
+                .map(|c| c.method.to_string())
+                .unwrap_or_default();
             format!("{} {} ({to})", response.status, response.reason)
         }
     }
@@ -239,7 +264,10 @@ impl Agent {
         let _ = self.socket.send_to(&bytes, to).await;
     }
 
-    async fn recv(&mut self, party_of: impl Fn(SocketAddr) -> Party) -> Option<(Message, SocketAddr)> {
+    async fn recv(
+        &mut self,
+        party_of: impl Fn(SocketAddr) -> Party,
+    ) -> Option<(Message, SocketAddr)> {
         let mut buffer = vec![0; wire::MAX_MESSAGE_BYTES];
         loop {
             let (n, from) = self.socket.recv_from(&mut buffer).await.ok()?;
@@ -262,11 +290,24 @@ impl Agent {
     }
 
     /// A new request from this agent.
-    fn request(&mut self, method: &str, uri: &str, headers: &[(&str, String)], body: &[u8]) -> Message {
+    fn request(
+        &mut self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Message {
         self.branch += 1;
-        let local = self.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = self
+            .socket
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut all = Headers::new();
-        all.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK-demo-{}", self.branch));
+        all.push(
+            "Via",
+            format!("SIP/2.0/UDP {local};branch=z9hG4bK-demo-{}", self.branch),
+        );
         all.push("Max-Forwards", "70");
         for (name, value) in headers {
             all.push(*name, value.clone());
@@ -286,7 +327,13 @@ fn uri_addr(uri: &str) -> Option<SocketAddr> {
     hostport.split(';').next()?.parse().ok()
 }
 
-fn response(request: &Request, status: u16, tag: &str, extra: &[(&str, String)], body: &[u8]) -> Message {
+fn response(
+    request: &Request,
+    status: u16,
+    tag: &str,
+    extra: &[(&str, String)],
+    body: &[u8],
+) -> Message {
     let mut response = Response::to(request, status, Some(tag));
     for (name, value) in extra {
         response.headers.push(*name, value.clone());
@@ -305,7 +352,13 @@ async fn transferee(socket: UdpSocket, ladder: Ladder, started: Instant) {
 async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> {
     let local = socket.local_addr().ok()?;
     let contact = format!("<sip:bob@{local}>");
-    let mut agent = Agent { socket, ladder, started, me: Party::Bob, branch: 0 };
+    let mut agent = Agent {
+        socket,
+        ladder,
+        started,
+        me: Party::Bob,
+        branch: 0,
+    };
     let sdp = crate::call_cmd::sdp(local);
     let mut carol: Option<SocketAddr> = None;
     // The dialog with verbhost, from bob's side: (verbhost's address, its Contact URI,
@@ -319,13 +372,28 @@ async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> 
     loop {
         let carol_now = carol;
         let (message, from) = agent
-            .recv(|from| if Some(from) == carol_now { Party::Carol } else { Party::Verbhost })
+            .recv(|from| {
+                if Some(from) == carol_now {
+                    Party::Carol
+                } else {
+                    Party::Verbhost
+                }
+            })
             .await?;
         let from_carol = Some(from) == carol;
         match message {
             Message::Request(request) => match request.method {
                 Method::Invite => {
-                    let reply = response(&request, 200, "bob", &[("Contact", contact.clone()), ("Content-Type", "application/sdp".into())], &sdp);
+                    let reply = response(
+                        &request,
+                        200,
+                        "bob",
+                        &[
+                            ("Contact", contact.clone()),
+                            ("Content-Type", "application/sdp".into()),
+                        ],
+                        &sdp,
+                    );
                     with_verbhost = Some((
                         from,
                         request.contact_uri().unwrap_or_default().to_owned(),
@@ -336,16 +404,35 @@ async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> 
                     agent.send(from, Party::Verbhost, reply).await;
                 }
                 Method::Refer => {
-                    let reply = response(&request, 202, "bob", &[("Contact", contact.clone())], b"");
+                    let reply =
+                        response(&request, 202, "bob", &[("Contact", contact.clone())], b"");
                     agent.send(from, Party::Verbhost, reply).await;
                     refer_id = request.cseq().map(|c| c.seq).unwrap_or(0);
-                    carol_uri = addr_uri(request.headers.get("Refer-To").unwrap_or_default()).to_owned();
+                    carol_uri =
+                        addr_uri(request.headers.get("Refer-To").unwrap_or_default()).to_owned();
                     carol = uri_addr(&carol_uri);
                     let (addr, uri, my_from, my_to, call_id) = with_verbhost.clone()?;
                     cseq += 1;
-                    let notify = agent.request("NOTIFY", &uri, &notify_headers(&my_from, &my_to, &call_id, cseq, &contact, refer_id, "active;expires=60"), b"SIP/2.0 100 Trying\r\n");
+                    let notify = agent.request(
+                        "NOTIFY",
+                        &uri,
+                        &notify_headers(
+                            &my_from,
+                            &my_to,
+                            &call_id,
+                            cseq,
+                            &contact,
+                            refer_id,
+                            "active;expires=60",
+                        ),
+                        b"SIP/2.0 100 Trying\r\n",
+                    );
                     agent.send(addr, Party::Verbhost, notify).await;
-                    let referred_by = request.headers.get("Referred-By").unwrap_or_default().to_owned();
+                    let referred_by = request
+                        .headers
+                        .get("Referred-By")
+                        .unwrap_or_default()
+                        .to_owned();
                     let invite = agent.request(
                         "INVITE",
                         &carol_uri,
@@ -365,13 +452,20 @@ async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> 
                 Method::Bye if !from_carol => {
                     let reply = response(&request, 200, "bob", &[], b"");
                     agent.send(from, Party::Verbhost, reply).await;
-                    let Some(carol) = carol.filter(|_| !carol_to.is_empty()) else { return Some(()) };
-                    let bye = agent.request("BYE", &carol_uri, &[
-                        ("From", format!("<sip:bob@{local}>;tag=bob-c")),
-                        ("To", carol_to.clone()),
-                        ("Call-ID", carol_call.clone()),
-                        ("CSeq", "2 BYE".into()),
-                    ], b"");
+                    let Some(carol) = carol.filter(|_| !carol_to.is_empty()) else {
+                        return Some(());
+                    };
+                    let bye = agent.request(
+                        "BYE",
+                        &carol_uri,
+                        &[
+                            ("From", format!("<sip:bob@{local}>;tag=bob-c")),
+                            ("To", carol_to.clone()),
+                            ("Call-ID", carol_call.clone()),
+                            ("CSeq", "2 BYE".into()),
+                        ],
+                        b"",
+                    );
                     agent.send(carol, Party::Carol, bye).await;
                 }
                 _ => {}
@@ -385,20 +479,34 @@ async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> 
                     continue;
                 }
                 let (addr, uri, my_from, my_to, call_id) = with_verbhost.clone()?;
-                let state = if reply.status >= 200 { "terminated;reason=noresource" } else { "active;expires=60" };
+                let state = if reply.status >= 200 {
+                    "terminated;reason=noresource"
+                } else {
+                    "active;expires=60"
+                };
                 if (200..300).contains(&reply.status) {
                     carol_to = reply.headers.get("To").unwrap_or_default().to_owned();
-                    let ack = agent.request("ACK", &carol_uri, &[
-                        ("From", format!("<sip:bob@{local}>;tag=bob-c")),
-                        ("To", carol_to.clone()),
-                        ("Call-ID", carol_call.clone()),
-                        ("CSeq", "1 ACK".into()),
-                    ], b"");
+                    let ack = agent.request(
+                        "ACK",
+                        &carol_uri,
+                        &[
+                            ("From", format!("<sip:bob@{local}>;tag=bob-c")),
+                            ("To", carol_to.clone()),
+                            ("Call-ID", carol_call.clone()),
+                            ("CSeq", "1 ACK".into()),
+                        ],
+                        b"",
+                    );
                     agent.send(from, Party::Carol, ack).await;
                 }
                 cseq += 1;
                 let frag = format!("SIP/2.0 {} {}\r\n", reply.status, reply.reason);
-                let notify = agent.request("NOTIFY", &uri, &notify_headers(&my_from, &my_to, &call_id, cseq, &contact, refer_id, state), frag.as_bytes());
+                let notify = agent.request(
+                    "NOTIFY",
+                    &uri,
+                    &notify_headers(&my_from, &my_to, &call_id, cseq, &contact, refer_id, state),
+                    frag.as_bytes(),
+                );
                 agent.send(addr, Party::Verbhost, notify).await;
             }
             Message::Response(_) => {}
@@ -434,7 +542,9 @@ async fn target(socket: UdpSocket) -> Option<()> {
     let mut buffer = vec![0; wire::MAX_MESSAGE_BYTES];
     loop {
         let (n, from) = socket.recv_from(&mut buffer).await.ok()?;
-        let Ok(Message::Request(request)) = wire::parse(&buffer[..n]) else { continue };
+        let Ok(Message::Request(request)) = wire::parse(&buffer[..n]) else {
+            continue;
+        };
         match request.method {
             Method::Invite => {
                 let ringing = Response::to(&request, 180, Some("carol"));

@@ -48,7 +48,12 @@ struct Common {
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
     /// Sign every webhook with HMAC-SHA256 using this secret (see the README).
-    #[arg(long, value_name = "SECRET", env = "VERBHOST_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "VERBHOST_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     webhook_secret: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum)]

@@ -82,7 +82,11 @@ impl Metrics {
             refer_responses.clone(),
         );
         let hooks_posted = Family::<HookLabel, Counter>::default();
-        registry.register("hooks_posted", "Webhooks delivered, by kind", hooks_posted.clone());
+        registry.register(
+            "hooks_posted",
+            "Webhooks delivered, by kind",
+            hooks_posted.clone(),
+        );
         let hook_failures = Family::<HookLabel, Counter>::default();
         registry.register(
             "hook_failures",
@@ -110,7 +114,9 @@ impl Metrics {
     }
 
     pub(crate) fn call_started(&self, direction: &'static str) {
-        self.calls.get_or_create(&DirectionLabel { direction }).inc();
+        self.calls
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
         self.calls_active.inc();
     }
 
@@ -132,7 +138,9 @@ impl Metrics {
     }
 
     pub(crate) fn refer_response(&self, class: &'static str) {
-        self.refer_responses.get_or_create(&ClassLabel { class }).inc();
+        self.refer_responses
+            .get_or_create(&ClassLabel { class })
+            .inc();
     }
 
     pub(crate) fn hook(&self, kind: &'static str, ok: bool) {

@@ -25,8 +25,8 @@ impl Plugins {
     /// A plugin that fails to load is an error naming the file and the cause: a platform
     /// would rather not start than run calls without a verb it was given.
     pub(crate) async fn load(dir: Option<&Path>) -> anyhow::Result<Plugins> {
-        let runtime =
-            Runtime::<SipCallHost>::new(RuntimeConfig::default()).context("cannot start the plugin runtime")?;
+        let runtime = Runtime::<SipCallHost>::new(RuntimeConfig::default())
+            .context("cannot start the plugin runtime")?;
         let mut plugins = Plugins {
             by_verb: BTreeMap::new(),
         };

@@ -28,7 +28,10 @@ use crate::webhook::HookKind;
 #[derive(Clone)]
 enum Source {
     /// Checked at start; relative hooks resolve against `base`.
-    File { verbs: Vec<AppVerb>, base: Option<Url> },
+    File {
+        verbs: Vec<AppVerb>,
+        base: Option<Url>,
+    },
     /// POSTed per call; its own URL is the base of what it returns.
     Hook(Url),
 }
@@ -112,7 +115,10 @@ async fn drain(shared: &Shared, endpoint: &Endpoint, mut calls: JoinSet<()>, act
         .lock()
         .map(|map| map.values().cloned().collect())
         .unwrap_or_default();
-    tracing::warn!(calls = remaining.len(), "drain timeout ({limit:?}): hanging up the calls still in progress");
+    tracing::warn!(
+        calls = remaining.len(),
+        "drain timeout ({limit:?}): hanging up the calls still in progress"
+    );
     for call in remaining {
         let _ = call.hangup().await;
     }
@@ -181,7 +187,12 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
     if let Ok(mut map) = active.lock() {
         map.insert(sid.clone(), call.clone());
     }
-    let info = session::call_info(&ids, &from, &to, shared.config.sip.default_domain.as_deref());
+    let info = session::call_info(
+        &ids,
+        &from,
+        &to,
+        shared.config.sip.default_domain.as_deref(),
+    );
     let session = Session {
         shared: shared.clone(),
         call,
@@ -237,13 +248,31 @@ async fn fetch_app(
         username: None,
         password: None,
     };
-    let delivered = post_hook(shared, HookKind::Call, &hook, None, &payload, &Journal::default(), &ids.call_sid)
-        .await
-        .ok_or((500, format!("the call hook {url} failed (see the hook error above)")))?;
-    let verbs = app::parse(&delivered.body)
-        .map_err(|e| (500, format!("the call hook {url} answered with no usable application: {e}")))?;
+    let delivered = post_hook(
+        shared,
+        HookKind::Call,
+        &hook,
+        None,
+        &payload,
+        &Journal::default(),
+        &ids.call_sid,
+    )
+    .await
+    .ok_or((
+        500,
+        format!("the call hook {url} failed (see the hook error above)"),
+    ))?;
+    let verbs = app::parse(&delivered.body).map_err(|e| {
+        (
+            500,
+            format!("the call hook {url} answered with no usable application: {e}"),
+        )
+    })?;
     if verbs.is_empty() {
-        return Err((480, format!("the call hook {url} answered with an empty application")));
+        return Err((
+            480,
+            format!("the call hook {url} answered with an empty application"),
+        ));
     }
     // Unknown verbs are reported per verb when the call reaches them; log them up front too.
     if let Err(err) = check_plugins(&verbs, shared) {

@@ -75,7 +75,9 @@ impl CallIds {
         payload.insert("from".into(), self.from.clone().into());
         payload.insert("to".into(), self.to.clone().into());
         if let Some(name) = &self.caller_name {
-            payload.entry("caller_name").or_insert_with(|| name.clone().into());
+            payload
+                .entry("caller_name")
+                .or_insert_with(|| name.clone().into());
         }
     }
 }
@@ -120,7 +122,12 @@ pub(crate) fn display_name(value: &str) -> Option<String> {
 }
 
 /// What the plugin is told about a call.
-pub(crate) fn call_info(ids: &CallIds, from: &str, to: &str, default_domain: Option<&str>) -> CallInfo {
+pub(crate) fn call_info(
+    ids: &CallIds,
+    from: &str,
+    to: &str,
+    default_domain: Option<&str>,
+) -> CallInfo {
     // The far end: the caller on inbound calls, the callee on outbound ones.
     let remote = match ids.direction {
         Direction::Inbound => from,
@@ -245,14 +252,17 @@ impl Session {
         summary: &mut Summary,
     ) -> Next {
         let sid = &self.ids.call_sid;
-        self.journal.record(json!({"type": "verb.start", "call_sid": sid, "verb": verb.name}));
+        self.journal
+            .record(json!({"type": "verb.start", "call_sid": sid, "verb": verb.name}));
         let Some(plugin) = self.shared.plugins.get(&verb.name) else {
             let why = format!(
                 "no plugin implements the verb {:?} (loaded: {})",
                 verb.name,
                 self.shared.plugins.verbs().join(", ")
             );
-            return self.verb_failed(verb, "no-plugin", &why, events, summary).await;
+            return self
+                .verb_failed(verb, "no-plugin", &why, events, summary)
+                .await;
         };
         let host = SipCallHost {
             call: self.call.clone(),
@@ -289,7 +299,12 @@ impl Session {
         let mut payload = outcome.payload;
         self.ids.stamp(&mut payload, &verb.name);
         payload.entry("call_status").or_insert_with(|| {
-            if self.call.is_ended() || outcome.call_left { "completed" } else { "in-progress" }.into()
+            if self.call.is_ended() || outcome.call_left {
+                "completed"
+            } else {
+                "in-progress"
+            }
+            .into()
         });
         tracing::info!(call_sid = %sid, verb = %verb.name, event = %outcome.event, call_left = outcome.call_left, "verb completed");
         self.journal.record(json!({
@@ -344,7 +359,12 @@ impl Session {
         self.ids.stamp(&mut payload, &verb.name);
         payload.insert(
             "call_status".into(),
-            if self.call.is_ended() { "completed" } else { "in-progress" }.into(),
+            if self.call.is_ended() {
+                "completed"
+            } else {
+                "in-progress"
+            }
+            .into(),
         );
         self.journal.record(json!({
             "type": "verb.failed",
@@ -384,7 +404,16 @@ impl Session {
             }
         }
         let payload = Value::Object(payload);
-        let delivered = post_hook(&self.shared, HookKind::Action, hook, self.base.as_ref(), &payload, &self.journal, sid).await?;
+        let delivered = post_hook(
+            &self.shared,
+            HookKind::Action,
+            hook,
+            self.base.as_ref(),
+            &payload,
+            &self.journal,
+            sid,
+        )
+        .await?;
         if delivered.body.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
@@ -408,11 +437,13 @@ impl Session {
 
     async fn hang_up(&self, why: &str) {
         tracing::info!(call_sid = %self.ids.call_sid, "hanging up: {why}");
-        self.hung_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hung_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Err(err) = self.call.hangup().await {
             tracing::warn!(call_sid = %self.ids.call_sid, error = %err, "BYE failed");
         }
-        self.journal.record(json!({"type": "bye.sent", "call_sid": self.ids.call_sid, "why": why}));
+        self.journal
+            .record(json!({"type": "bye.sent", "call_sid": self.ids.call_sid, "why": why}));
     }
 }
 
@@ -474,7 +505,16 @@ async fn deliver_events(
         match job {
             EventJob::Post(hook, payload) => {
                 let payload = Value::Object(payload);
-                post_hook(&shared, HookKind::Event, &hook, base.as_ref(), &payload, &journal, &call_sid).await;
+                post_hook(
+                    &shared,
+                    HookKind::Event,
+                    &hook,
+                    base.as_ref(),
+                    &payload,
+                    &journal,
+                    &call_sid,
+                )
+                .await;
             }
             EventJob::Flush(done) => {
                 let _ = done.send(());
@@ -489,14 +529,23 @@ mod tests {
 
     #[test]
     fn identities() {
-        assert_eq!(user_part("sip:+4930123@carrier.example;user=phone"), "+4930123");
+        assert_eq!(
+            user_part("sip:+4930123@carrier.example;user=phone"),
+            "+4930123"
+        );
         assert_eq!(user_part("tel:+4930123"), "+4930123");
         assert_eq!(user_part("SIP:alice@x"), "alice");
         assert_eq!(user_part("sip:example.com"), "example.com");
-        assert_eq!(uri_host("sip:+49@carrier.example:5060;user=phone"), Some("carrier.example"));
+        assert_eq!(
+            uri_host("sip:+49@carrier.example:5060;user=phone"),
+            Some("carrier.example")
+        );
         assert_eq!(uri_host("sip:carrier.example"), Some("carrier.example"));
         assert_eq!(uri_host("sip:a@[::1]:5060"), Some("[::1]"));
-        assert_eq!(display_name(r#""Alice \"A\"" <sip:a@x>;tag=1"#).as_deref(), Some("Alice \"A\""));
+        assert_eq!(
+            display_name(r#""Alice \"A\"" <sip:a@x>;tag=1"#).as_deref(),
+            Some("Alice \"A\"")
+        );
         assert_eq!(display_name("Bob <sip:b@x>").as_deref(), Some("Bob"));
         assert_eq!(display_name("<sip:b@x>"), None);
         assert_eq!(display_name("sip:b@x"), None);
@@ -504,8 +553,18 @@ mod tests {
 
     #[test]
     fn the_default_domain_is_the_far_ends() {
-        let ids = CallIds::new("c1", Direction::Inbound, r#""A" <sip:+4930111@carrier.example>;tag=1"#, "<sip:app@10.0.0.5>");
-        let info = call_info(&ids, r#""A" <sip:+4930111@carrier.example>;tag=1"#, "<sip:app@10.0.0.5>", None);
+        let ids = CallIds::new(
+            "c1",
+            Direction::Inbound,
+            r#""A" <sip:+4930111@carrier.example>;tag=1"#,
+            "<sip:app@10.0.0.5>",
+        );
+        let info = call_info(
+            &ids,
+            r#""A" <sip:+4930111@carrier.example>;tag=1"#,
+            "<sip:app@10.0.0.5>",
+            None,
+        );
         assert_eq!(info.default_domain, "carrier.example");
         assert_eq!(info.remote_party.uri, "sip:+4930111@carrier.example");
         assert_eq!(info.remote_party.display_name.as_deref(), Some("A"));

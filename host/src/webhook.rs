@@ -155,8 +155,7 @@ impl Webhooks {
                     });
                 }
                 Ok((status, _)) => {
-                    let retry =
-                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    let retry = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                     let why = format!("HTTP {status}");
                     if !retry {
                         return Err(HookError::Failed {
@@ -212,8 +211,8 @@ impl Webhooks {
 
 /// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub(crate) fn signature(secret: &str, t: u64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);

@@ -141,19 +141,32 @@ mod tests {
         let (name, props) = split(json!({"verb": "sip:refer", "referTo": "x"})).unwrap();
         assert_eq!((name.as_str(), props.len()), ("sip:refer", 1));
         let (name, props) = split(json!({"sip:refer": {"referTo": "x"}})).unwrap();
-        assert_eq!((name.as_str(), props["referTo"].as_str()), ("sip:refer", Some("x")));
-        assert_eq!(split(json!([])).unwrap_err(), "a verb is a JSON object, got an array");
+        assert_eq!(
+            (name.as_str(), props["referTo"].as_str()),
+            ("sip:refer", Some("x"))
+        );
+        assert_eq!(
+            split(json!([])).unwrap_err(),
+            "a verb is a JSON object, got an array"
+        );
         assert_eq!(
             split(json!({"verb": 3})).unwrap_err(),
             "verb: expected the verb name as a string, got a number"
         );
-        assert!(split(json!({"a": {}, "b": {}})).unwrap_err().contains("one property"));
+        assert!(
+            split(json!({"a": {}, "b": {}}))
+                .unwrap_err()
+                .contains("one property")
+        );
     }
 
     #[test]
     fn hooks_parse_in_both_forms() {
         let (hook, ignored) = parse_hook(&json!("/action")).unwrap();
-        assert_eq!((hook.url.as_str(), hook.method.as_str()), ("/action", "POST"));
+        assert_eq!(
+            (hook.url.as_str(), hook.method.as_str()),
+            ("/action", "POST")
+        );
         assert!(ignored.is_empty());
         let (hook, ignored) =
             parse_hook(&json!({"url": "/a", "method": "get", "username": "u", "referStatus": 1}))
@@ -162,7 +175,13 @@ mod tests {
             (hook.method.as_str(), hook.username.as_deref(), ignored),
             ("GET", Some("u"), vec!["referStatus"])
         );
-        assert_eq!(parse_hook(&json!({"url": "/a", "x": 1})).unwrap_err(), "unknown property x");
-        assert_eq!(parse_hook(&json!({"method": "POST"})).unwrap_err(), "url: missing");
+        assert_eq!(
+            parse_hook(&json!({"url": "/a", "x": 1})).unwrap_err(),
+            "unknown property x"
+        );
+        assert_eq!(
+            parse_hook(&json!({"method": "POST"})).unwrap_err(),
+            "url: missing"
+        );
     }
 }

@@ -31,8 +31,7 @@ impl Verb {
     pub fn parse(json: &str) -> Result<Verb, VerbError> {
         let value = verbhost_common::json::parse(json)
             .map_err(|e| VerbError::InvalidVerb(format!("verb is not valid JSON: {e}")))?;
-        let (name, props) =
-            verbhost_common::verb::split(value).map_err(VerbError::InvalidVerb)?;
+        let (name, props) = verbhost_common::verb::split(value).map_err(VerbError::InvalidVerb)?;
         Ok(Verb { name, props })
     }
 

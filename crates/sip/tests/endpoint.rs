@@ -393,7 +393,9 @@ async fn a_final_notify_right_after_bye_still_counts() {
     // The far end has hung up: the call is over for its owner at once, and a hangup of ours
     // sends no BYE of its own (the next message the peer sees is nothing at all).
     assert!(call.is_ended());
-    call.hangup().await.expect("hangup after the peer's BYE is a no-op");
+    call.hangup()
+        .await
+        .expect("hangup after the peer's BYE is a no-op");
     assert!(
         tokio::time::timeout(Duration::from_millis(200), peer.expect_status())
             .await
