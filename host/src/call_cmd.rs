@@ -16,7 +16,7 @@ use verbhost_sip::endpoint::{CallError, Endpoint, EndpointConfig};
 
 use crate::app::{self, AppVerb};
 use crate::config::TransportName;
-use crate::session::{self, CallIds, Journal, Session, Shared, Summary};
+use crate::session::{CallIds, Journal, Session, Shared, Summary};
 
 /// Exit codes of `verbhost call`.
 pub(crate) mod exit {
@@ -85,13 +85,6 @@ pub(crate) async fn place_and_run(
         &call.from,
         &call.to,
     ));
-    shared.metrics.call_started("outbound");
-    let info = session::call_info(
-        &ids,
-        &call.from,
-        &call.to,
-        shared.config.sip.default_domain.as_deref(),
-    );
     journal.record(json!({
         "type": "call.answered",
         "call_sid": ids.call_sid,
@@ -101,17 +94,9 @@ pub(crate) async fn place_and_run(
         "direction": ids.direction_str(),
     }));
     tracing::info!(call_sid = %ids.call_sid, call_id = %ids.call_id, %target, "call answered");
-    let session = Session {
-        shared: shared.clone(),
-        call,
-        info,
-        ids,
-        base,
-        journal,
-        hung_up: Default::default(),
-    };
-    let summary = session.run(verbs).await;
-    shared.metrics.call_ended();
+    let summary = Session::new(shared, call, ids, base, journal)
+        .run(verbs)
+        .await;
     Ok(summary)
 }
 

@@ -183,30 +183,15 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
         tracing::warn!(call_sid = %sid, "the call was gone before it could be answered");
         return;
     };
-    shared.metrics.call_started("inbound");
     if let Ok(mut map) = active.lock() {
         map.insert(sid.clone(), call.clone());
     }
-    let info = session::call_info(
-        &ids,
-        &from,
-        &to,
-        shared.config.sip.default_domain.as_deref(),
-    );
-    let session = Session {
-        shared: shared.clone(),
-        call,
-        info,
-        ids,
-        base,
-        journal: Journal::default(),
-        hung_up: Default::default(),
-    };
-    let summary = session.run(verbs).await;
+    let summary = Session::new(shared, call, ids, base, Journal::default())
+        .run(verbs)
+        .await;
     if let Ok(mut map) = active.lock() {
         map.remove(&sid);
     }
-    shared.metrics.call_ended();
     tracing::info!(call_sid = %sid, completed = summary.completed_verbs, failed = ?summary.failed_verbs, by_remote = summary.ended_by_remote, "call ended");
 }
 

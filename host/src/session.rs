@@ -190,20 +190,47 @@ pub(crate) struct Summary {
 
 /// One call running an application.
 pub(crate) struct Session {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) call: Call,
-    pub(crate) info: CallInfo,
-    pub(crate) ids: Arc<CallIds>,
+    shared: Arc<Shared>,
+    call: Call,
+    info: CallInfo,
+    ids: Arc<CallIds>,
     /// What relative hooks resolve against.
-    pub(crate) base: Option<Url>,
-    pub(crate) journal: Journal,
+    base: Option<Url>,
+    journal: Journal,
     /// Whether verbhost sent the BYE.
-    pub(crate) hung_up: std::sync::atomic::AtomicBool,
+    hung_up: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
+    /// A session on an established call; what the plugin is told comes from the call's
+    /// From and To.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        call: Call,
+        ids: Arc<CallIds>,
+        base: Option<Url>,
+        journal: Journal,
+    ) -> Session {
+        let info = call_info(
+            &ids,
+            &call.from,
+            &call.to,
+            shared.config.sip.default_domain.as_deref(),
+        );
+        Session {
+            shared,
+            call,
+            info,
+            ids,
+            base,
+            journal,
+            hung_up: Default::default(),
+        }
+    }
+
     /// Runs `verbs` on the call and ends it: verbhost hangs up unless the far end did first.
     pub(crate) async fn run(self, verbs: Vec<AppVerb>) -> Summary {
+        self.shared.metrics.call_started(self.ids.direction_str());
         let started = Instant::now();
         let (events, queue) = mpsc::unbounded_channel();
         let poster = tokio::spawn(deliver_events(
@@ -241,6 +268,7 @@ impl Session {
             "completed_verbs": summary.completed_verbs,
             "failed_verbs": summary.failed_verbs,
         }));
+        self.shared.metrics.call_ended();
         summary
     }
 
