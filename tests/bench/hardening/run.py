@@ -169,8 +169,8 @@ def _transfer_load(p: dict, ctx: dict, pauses: int, name: str) -> dict:
     duration = p["calls"] / p["rate"]
     sipp = h.Sipp("uac-transfer-or-refused.xml", server.sip, calls=p["calls"], rate=p["rate"],
                   timeout_s=duration + 60, name=name)
-    stopped = threading.Event()
     done = threading.Event()
+    paused = [0]
 
     def pauser():
         if pauses <= 0:
@@ -181,10 +181,9 @@ def _transfer_load(p: dict, ctx: dict, pauses: int, name: str) -> dict:
             if done.is_set():
                 break
             server.signal(signal.SIGSTOP)
-            stopped.set()
             time.sleep(p["pause_ms"] / 1000)
             server.signal(signal.SIGCONT)
-            stopped.clear()
+            paused[0] += 1
             h.sleep(period - p["pause_ms"] / 1000)
 
     thread = threading.Thread(target=pauser, daemon=True)
@@ -199,7 +198,7 @@ def _transfer_load(p: dict, ctx: dict, pauses: int, name: str) -> dict:
     snap = metric_snapshot(server)
     summary = sipp_summary(result)
     out = {
-        "pauses": pauses,
+        "pauses": paused[0],
         "pause_ms": p["pause_ms"] if pauses else 0,
         "sipp": summary,
         "failed_calls": result.failed + result.unfinished,
@@ -243,14 +242,17 @@ def fig_notify_flood(p: dict, ctx: dict) -> dict:
     sampler = h.Sampler(server, 0.25)
     uac = h.UdpUac(server.sip)
     statuses: dict[int, int] = {}
-    state = {"bye_at": None, "refer": None, "sent": 0}
+    state = {"bye_at": None, "refer": None, "sent": 0, "final_cseq": None, "final_status": None}
 
     def handle(msg: h.SipMessage | None):
         if msg is None:
             return
         if msg.is_response:
             if msg.method == "NOTIFY":
-                statuses[msg.status] = statuses.get(msg.status, 0) + 1
+                if msg.header("cseq").split()[0] == state["final_cseq"]:
+                    state["final_status"] = msg.status
+                else:
+                    statuses[msg.status] = statuses.get(msg.status, 0) + 1
             return
         if msg.method == "REFER":
             state["refer"] = state["refer"] or msg
@@ -283,11 +285,21 @@ def fig_notify_flood(p: dict, ctx: dict) -> dict:
                 if ahead > 0:
                     time.sleep(ahead)
         flood_s = round(time.monotonic() - t0, 2)
-        uac.send(uac.notify(refer_id, "terminated;reason=noresource", "SIP/2.0 200 OK"))
+        # The final NOTIFY is retransmitted like Timer E (0.5 s doubling to 4 s) until answered.
+        final = uac.notify(refer_id, "terminated;reason=noresource", "SIP/2.0 200 OK")
+        state["final_cseq"] = str(uac.cseq)
+        uac.send(final)
         final_sent = True
         end = time.monotonic() + p["settle_s"]
+        interval, resend = 0.5, time.monotonic() + 0.5
         while time.monotonic() < end:
-            handle(uac.recv(0.2))
+            handle(uac.recv(0.1))
+            if state["final_status"] is None and time.monotonic() >= resend:
+                uac.send(final)
+                interval = min(interval * 2, 4.0)
+                resend = time.monotonic() + interval
+            if state["final_status"] is not None and state["bye_at"] is not None:
+                break
     h.wait_until(lambda: receiver.count("/action") > 0, p["settle_s"])
     sampler.stop()
     actions = receiver.hits_for("/action")
@@ -299,7 +311,9 @@ def fig_notify_flood(p: dict, ctx: dict) -> dict:
         "refer_received": state["refer"] is not None,
         "flood_seconds": flood_s,
         "final_notify_sent": final_sent,
+        "final_notify_answer": state["final_status"],
         "notify_responses": statuses,
+        "flood_unanswered": state["sent"] + 1 - sum(statuses.values()),
         "bye_after_n_flood_notifies": state["bye_at"],
         "action_event": (outcome or {}).get("event") if isinstance(outcome, dict) else None,
         "action_reason": (outcome or {}).get("completion_reason") if isinstance(outcome, dict) else None,
@@ -317,7 +331,8 @@ def fig_notify_flood(p: dict, ctx: dict) -> dict:
     receiver.close()
     rows = [
         ("NOTIFYs sent (in-dialog)", f"{p['notifies']} in {flood_s} s"),
-        ("responses to them", statuses),
+        ("responses to them (unanswered)", f"{statuses} ({data['flood_unanswered']})"),
+        ("answer to the final NOTIFY", state["final_status"]),
         ("BYE from the server", "none" if state["bye_at"] is None else f"after {state['bye_at']} flood NOTIFYs"),
         ("actionHook event", f"{data['action_event']} ({data['action_reason']}), {len(actions)} POST(s)"),
         ("traps", f"{data['traps']} {data['traps_by_kind']}"),
@@ -851,7 +866,7 @@ FIGURES = {
                            dict(exit_grace_s=5, call_timeout_s=8)),
     "sigstop": (fig_sigstop, 300, dict(calls=3000, rate=300, pauses=20, pause_ms=300),
                 dict(calls=150, rate=75, pauses=3)),
-    "notify_flood": (fig_notify_flood, 180, dict(notifies=50000, notify_rate=0, settle_s=15),
+    "notify_flood": (fig_notify_flood, 180, dict(notifies=50000, notify_rate=10000, settle_s=15),
                      dict(notifies=2000, settle_s=5)),
     "huge_hooks": (fig_huge_hooks, 300, dict(calls=20, answer_mib=50, hooks="call,action", sipp_timeout_s=60),
                    dict(calls=3, answer_mib=5, sipp_timeout_s=20)),
