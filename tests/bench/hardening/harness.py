@@ -1051,6 +1051,9 @@ class UdpUac:
 def report(figure: str, rows: list[tuple[str, object]], data: dict) -> dict:
     """Prints a short two-column table and the final machine-readable line:
     `RESULT {"figure": ..., ...}`."""
+    check = data.get("check")
+    if check is not None:
+        rows = [*rows, ("verdict", "PASS" if check["pass"] else "FAIL, goal not met: " + "; ".join(check["failed"]))]
     width = max((len(k) for k, _ in rows), default=10)
     print(f"\n== {figure} ==")
     for key, value in rows:

@@ -61,6 +61,13 @@ def app_config(verbs: list, **sections) -> dict:
     return config
 
 
+def verdict(*conditions: tuple[bool, str]) -> dict:
+    """The figure's hardening goal: passes when every condition holds; `failed` names the
+    ones that did not (each phrased as the goal)."""
+    failed = [why for ok, why in conditions if not ok]
+    return {"pass": not failed, "failed": failed}
+
+
 def metric_snapshot(server: h.Server) -> dict:
     page = server.metrics()
     if page is None:
@@ -147,6 +154,13 @@ def fig_tcp_content_length(p: dict, ctx: dict) -> dict:
         "sigterm_exit_s": exit_s,
         "exited_within_drain_timeout": exit_s is not None and exit_s <= drain,
     }
+    data["check"] = verdict(
+        (after == 200, "an honest OPTIONS gets 200 within 2 s after the attack"),
+        (cpu_after is not None and cpu_after < p["ok_cpu_percent"],
+         f"the server uses under {p['ok_cpu_percent']}% of a core after the attack"),
+        (call.exit_code == 0, "a new TCP call after the attack passes"),
+        (data["exited_within_drain_timeout"], "SIGTERM exits within the drain timeout"),
+    )
     rows = [
         ("attack message", f"{len(attack)} bytes ({len(head)} of headers), Content-Length {p['content_length']}"),
         ("OPTIONS before / after (2 s)", f"{before} / {after}"),
@@ -223,6 +237,10 @@ def fig_sigstop(p: dict, ctx: dict) -> dict:
         rows.append((f"{label}: calls ok / failed / unfinished",
                      f"{run['sipp']['successful']} / {run['sipp']['failed']} / {run['sipp']['unfinished']}"))
     data = {"calls": p["calls"], "rate": p["rate"], "without_pauses": calm, "with_pauses": paused}
+    data["check"] = verdict(
+        (not paused["traps"] and not paused["cpu_budget_in_log"], "no trap when the server is paused"),
+        (paused["failed_calls"] <= calm["failed_calls"], "no more failed calls with pauses than without"),
+    )
     return h.report("sigstop", rows, data)
 
 
@@ -326,6 +344,11 @@ def fig_notify_flood(p: dict, ctx: dict) -> dict:
         "rss_peak_sampled_mib": sampler.peak_rss_mib,
         "vmhwm_mib": server.hwm_mib(),
     }
+    data["check"] = verdict(
+        (data["action_event"] == "TRANSFER_REFER_SUCCESS", "the transfer still succeeds (actionHook event)"),
+        (not data["traps"], "no plugin trap"),
+        (state["bye_at"] is None or state["bye_at"] >= state["sent"], "no BYE before the final NOTIFY"),
+    )
     server.stop()
     uac.close()
     receiver.close()
@@ -388,7 +411,10 @@ def fig_huge_hooks(p: dict, ctx: dict) -> dict:
         rows.append((f"{which} hook: VmHWM (RSS before)", f"{run['vmhwm_mib']} MiB ({run['rss_before_mib']} MiB)"))
         rows.append((f"{which} hook: calls ok / failed / unfinished",
                      f"{run['sipp']['successful']} / {run['sipp']['failed']} / {run['sipp']['unfinished']}"))
-    return h.report("huge_hooks", rows, {"runs": runs})
+    growth = max(run["vmhwm_mib"] - run["rss_before_mib"] for run in runs.values())
+    budget = max(p["ok_growth_mib"], 0.25 * p["calls"] * p["answer_mib"])
+    check = verdict((growth <= budget, f"peak RSS grows by at most {budget:.0f} MiB (a quarter of all answers)"))
+    return h.report("huge_hooks", rows, {"runs": runs, "rss_growth_mib": round(growth, 1), "check": check})
 
 
 # ---------------------------------------------------------------------------------------
@@ -444,6 +470,10 @@ def fig_refer_loop(p: dict, ctx: dict) -> dict:
         "ended_by_server": ended_by_server,
         "verbs_by_outcome": snap.get("verbs_by_outcome"),
     }
+    data["check"] = verdict(
+        (data["action_posts"] <= p["ok_verbs_per_call"], f"at most {p['ok_verbs_per_call']} actionHook POSTs per call"),
+        (len(refers) <= p["ok_verbs_per_call"], f"at most {p['ok_verbs_per_call']} verbs run per call"),
+    )
     server.stop()
     uac.close()
     receiver.close()
@@ -506,6 +536,12 @@ def fig_cardinality(p: dict, ctx: dict) -> dict:
         (f"1 call, {p['verbs']} random verbs: /metrics lines", f"{b['lines_before']} -> {b['lines_after']} (+{b['lines_added']})"),
         ("  bytes", f"{b['bytes_before']} -> {b['bytes_after']}"),
     ]
+    grown_a = (a["lines_after"] or 0) - (a["lines_before"] or 0)
+    out["check"] = verdict(
+        (grown_a <= p["ok_lines_added"], f"random verb names add at most {p['ok_lines_added']} /metrics lines"),
+        ((b["lines_added"] or 0) <= p["ok_lines_added"],
+         f"one call's {p['verbs']} verbs add at most {p['ok_lines_added']} lines"),
+    )
     return h.report("cardinality", rows, out)
 
 
@@ -696,7 +732,15 @@ def fig_invite_flood(p: dict, ctx: dict) -> dict:
          f"ok {part_b['successful_transfers']}, failed {part_b['failed']}, 503 {part_b['refused_503']},"
          f" other refusals {part_b['refused_other']}, unfinished {part_b['unfinished']}"),
     ]
-    return h.report("invite_flood", rows, {"never_acked": part_a, "over_offered": part_b})
+    offered = p["legit_calls"]
+    check = verdict(
+        (a["no_final_answer"] <= 0.01 * a["sent"], "at most 1% of the never-ACKed INVITEs get no final answer"),
+        (a["legit_call_during_passed"], "a legitimate transfer during the flood passes"),
+        (part_b["successful_transfers"] > 0, "some of the over-offered transfers succeed"),
+        (part_b["failed"] + part_b["unfinished"] <= 0.01 * offered,
+         "at most 1% of the over-offered transfers fail or never finish (the rest are refused)"),
+    )
+    return h.report("invite_flood", rows, {"never_acked": part_a, "over_offered": part_b, "check": check})
 
 
 # ---------------------------------------------------------------------------------------
@@ -755,6 +799,12 @@ def fig_slowloris(p: dict, ctx: dict) -> dict:
     for sock in conns:
         sock.close()
     data = {"connections": p["connections"], "connect_failed": refused, "baseline": base, "checkpoints": checkpoints}
+    last = checkpoints[-1]
+    data["check"] = verdict(
+        (all(c["options"] == 200 for c in checkpoints), "an honest OPTIONS gets 200 at every checkpoint"),
+        ((last["fds"] or 0) <= (base["fds"] or 0) + p["connections"] // 2,
+         f"by {last['at_s']} s the server holds fewer than half the slow connections"),
+    )
     server.stop()
     rows = [("baseline: fds / RSS / OPTIONS", f"{base['fds']} / {base['rss_mib']} MiB / {base['options']}")]
     for c in checkpoints:
@@ -800,6 +850,10 @@ def fig_hook_never_answers(p: dict, ctx: dict) -> dict:
         "hook_failures": snap.get("hook_failures"),
         "webhooks": webhooks,
     }
+    data["check"] = verdict(
+        (len(hits) <= 1 or (data["delivery_id_header_present"] == len(hits) and len(distinct) == 1),
+         "delivered once, or every retry carries the same Verbhost-Delivery-Id"),
+    )
     server.stop()
     receiver.close()
     rows = [
@@ -851,7 +905,14 @@ def fig_dead_event_hook(p: dict, ctx: dict) -> dict:
         ("SIGTERM to exit", f"{t['sigterm_to_exit_s']} s (drain timeout {t['drain_timeout_s']} s)"
          if t["sigterm_to_exit_s"] is not None else "did not exit (killed)"),
     ]
-    return h.report("dead_event_hook", rows, {"calls": p["calls"], "dead": p["dead"], **out})
+    settle_s = s["seconds_until_calls_active_0"]
+    exit_s = t["sigterm_to_exit_s"]
+    check = verdict(
+        (settle_s is not None and settle_s <= p["ok_settle_s"],
+         f"calls_active is 0 within {p['ok_settle_s']} s of the last call's end"),
+        (exit_s is not None and exit_s <= p["ok_exit_s"], f"SIGTERM exits within {p['ok_exit_s']} s"),
+    )
+    return h.report("dead_event_hook", rows, {"calls": p["calls"], "dead": p["dead"], **out, "check": check})
 
 
 # ---------------------------------------------------------------------------------------
@@ -861,16 +922,16 @@ def fig_dead_event_hook(p: dict, ctx: dict) -> dict:
 FIGURES = {
     "tcp_content_length": (fig_tcp_content_length, 90,
                            dict(content_length=18446744073709551000, message_bytes=1053, drain_timeout_s=5,
-                                exit_grace_s=15, call_timeout_s=15),
+                                exit_grace_s=15, call_timeout_s=15, ok_cpu_percent=50),
                            dict(exit_grace_s=5, call_timeout_s=8)),
     "sigstop": (fig_sigstop, 300, dict(calls=3000, rate=300, pauses=20, pause_ms=300),
                 dict(calls=150, rate=75, pauses=3)),
     "notify_flood": (fig_notify_flood, 180, dict(notifies=50000, notify_rate=10000, settle_s=15),
-                     dict(notifies=2000, settle_s=5)),
-    "huge_hooks": (fig_huge_hooks, 300, dict(calls=20, answer_mib=50, hooks="call,action", sipp_timeout_s=60),
-                   dict(calls=3, answer_mib=5, sipp_timeout_s=20)),
-    "refer_loop": (fig_refer_loop, 60, dict(window_s=10), dict(window_s=3)),
-    "cardinality": (fig_cardinality, 300, dict(calls=2000, rate=200, verbs=10000, one_call_timeout_s=60),
+                     dict(notifies=5000, settle_s=5)),
+    "huge_hooks": (fig_huge_hooks, 300, dict(calls=20, answer_mib=50, hooks="call,action", sipp_timeout_s=60, ok_growth_mib=64),
+                   dict(calls=4, answer_mib=20, sipp_timeout_s=20, ok_growth_mib=40)),
+    "refer_loop": (fig_refer_loop, 60, dict(window_s=10, ok_verbs_per_call=50), dict(window_s=3)),
+    "cardinality": (fig_cardinality, 300, dict(calls=2000, rate=200, verbs=10000, one_call_timeout_s=60, ok_lines_added=50),
                     dict(calls=60, rate=30, verbs=300, one_call_timeout_s=20)),
     "invite_flood": (fig_invite_flood, 600,
                      dict(invites=20000, invite_rate=1000, settle_s=35, legit_calls=20000, legit_rate=2000,
@@ -882,10 +943,11 @@ FIGURES = {
     "hook_never_answers": (fig_hook_never_answers, 120, dict(webhooks={}, max_wait_s=60),
                            dict(webhooks={"timeout_ms": 1000, "backoff_ms": 100}, max_wait_s=15)),
     "dead_event_hook": (fig_dead_event_hook, 600,
-                        dict(calls=10, rate=10, dead="never", webhooks={}, max_settle_s=300, exit_grace_s=20),
-                        dict(calls=2, rate=10, dead="never", webhooks={"timeout_ms": 500, "backoff_ms": 100,
+                        dict(calls=10, rate=10, dead="never", webhooks={}, max_settle_s=300, exit_grace_s=20, ok_settle_s=10,
+                             ok_exit_s=10),
+                        dict(calls=2, rate=10, dead="never", webhooks={"timeout_ms": 1000, "backoff_ms": 100,
                                                                        "retries": 1}, max_settle_s=30,
-                             exit_grace_s=15)),
+                             exit_grace_s=15, ok_settle_s=3, ok_exit_s=3)),
 }
 
 
@@ -916,6 +978,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bin", default=str(h.DEFAULT_BIN), help="the verbhost binary (default: %(default)s)")
     parser.add_argument("--config-extra", default="", help="TOML merged over the figure's config")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a figure parameter")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless every figure run meets its hardening goal (its verdict)")
     args = parser.parse_args(argv)
     if args.figure == "list":
         for name, (fn, limit, full, quick) in FIGURES.items():
@@ -937,7 +1001,9 @@ def main(argv: list[str]) -> int:
         h.note(f"{name}: {params}")
         h.install_hard_timeout(limit)
         try:
-            fn(params, ctx)
+            line = fn(params, ctx)
+            if args.check and not line.get("check", {}).get("pass"):
+                status = 1
         except (h.HardTimeout, Exception) as err:  # report, clean up, go on to the next figure
             h.report(name, [("error", f"{type(err).__name__}: {err}")], {"error": f"{type(err).__name__}: {err}"})
             status = 1
