@@ -657,6 +657,7 @@ class SippResult:
     counts: dict[str, int] = field(default_factory=dict)
     dir: Path | None = None
     errors_tail: str = ""
+    error_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> int:
@@ -737,6 +738,7 @@ class Sipp:
             result.counts = {k: _int(v) for k, v in row.items() if k}
         errors = "".join(p.read_text(errors="replace") for p in self.dir.glob("*_errors.log"))
         result.errors_tail = errors[-2000:]
+        result.error_reasons = error_reasons(errors)
         return result
 
     @staticmethod
@@ -750,6 +752,25 @@ class Sipp:
             return {}
         header = [h.strip() for h in rows[0]]
         return {h: v.strip() for h, v in zip(header, rows[-1])}
+
+
+_ERROR = re.compile(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ([^\r\n]*?)(?:, received '([^\r\n]*))?[\r\n]")
+
+
+def error_reasons(text: str, top: int = 5) -> dict[str, int]:
+    """sipp's errors log boiled down: each reason without its Call-ID, with what it received
+    (a request's method or a response's status), counted; the `top` most frequent."""
+    counts: dict[str, int] = {}
+    for match in _ERROR.finditer(text):
+        reason = re.sub(r"'[^']*@[^']*'", "<call>", match.group(1))
+        reason = re.sub(r"Dead call \S+", "Dead call <call>", reason)
+        received = (match.group(2) or "").strip()
+        if received.startswith("SIP/2.0 "):
+            reason += f", received {received[8:40]}"
+        elif received:
+            reason += f", received {received.split()[0]}"
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])
 
 
 def _int(text) -> int:

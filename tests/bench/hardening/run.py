@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness as h  # noqa: E402
@@ -95,6 +96,7 @@ def sipp_summary(result: h.SippResult) -> dict:
         "failed": result.failed,
         "unfinished": result.unfinished,
         "refused": {k: v for k, v in refused.items() if v},
+        "error_reasons": result.error_reasons,
     }
 
 
