@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import selectors
 import shutil
 import signal
 import socket

@@ -535,7 +535,8 @@ def fig_cardinality(p: dict, ctx: dict) -> dict:
     rows = [
         (f"{p['calls']} calls, random verb names: /metrics bytes", f"{a['bytes_before']} -> {a['bytes_after']}"),
         ("  lines", f"{a['lines_before']} -> {a['lines_after']}"),
-        (f"1 call, {p['verbs']} random verbs: /metrics lines", f"{b['lines_before']} -> {b['lines_after']} (+{b['lines_added']})"),
+        (f"1 call, {p['verbs']} random verbs: /metrics lines",
+         f"{b['lines_before']} -> {b['lines_after']} (+{b['lines_added']})"),
         ("  bytes", f"{b['bytes_before']} -> {b['bytes_after']}"),
     ]
     grown_a = (a["lines_after"] or 0) - (a["lines_before"] or 0)
@@ -723,11 +724,13 @@ def fig_invite_flood(p: dict, ctx: dict) -> dict:
     server.stop()
     a = part_a
     rows = [
-        ("(a) INVITEs sent (never ACKed)", f"{a['sent']} at {p['invite_rate']}/s, {a['retransmissions']} retransmitted"),
+        ("(a) INVITEs sent (never ACKed)",
+         f"{a['sent']} at {p['invite_rate']}/s, {a['retransmissions']} retransmitted"),
         ("    final answers by status", a["final_by_status"]),
         ("    no final answer / nothing at all", f"{a['no_final_answer']} / {a['no_answer_at_all']}"),
         ("    peak calls_active", a["peak_calls_active"]),
-        ("    RSS before / peak / VmHWM", f"{a['rss_before_mib']} / {a['rss_peak_sampled_mib']} / {a['vmhwm_mib']} MiB"),
+        ("    RSS before / peak / VmHWM",
+         f"{a['rss_before_mib']} / {a['rss_peak_sampled_mib']} / {a['vmhwm_mib']} MiB"),
         ("    legit call before / during", f"{a['legit_call_before_s']} s / {a['legit_call_during_s']} s"
          f" (passed {a['legit_call_during_passed']}; includes sipp's 1 s timewait)"),
         (f"(b) {p['legit_calls']} transfers at {p['legit_rate']}/s",
@@ -902,7 +905,8 @@ def fig_dead_event_hook(p: dict, ctx: dict) -> dict:
     s, t = out["settle"], out["sigterm"]
     rows = [
         (f"{p['calls']} calls done; calls_active then", s["calls_active_when_calls_ended"]),
-        ("seconds until calls_active is 0", s["seconds_until_calls_active_0"] if s["seconds_until_calls_active_0"] is not None
+        ("seconds until calls_active is 0",
+         s["seconds_until_calls_active_0"] if s["seconds_until_calls_active_0"] is not None
          else f"not within {p['max_settle_s']} s"),
         ("SIGTERM to exit", f"{t['sigterm_to_exit_s']} s (drain timeout {t['drain_timeout_s']} s)"
          if t["sigterm_to_exit_s"] is not None else "did not exit (killed)"),
@@ -930,10 +934,12 @@ FIGURES = {
                 dict(calls=150, rate=75, pauses=3)),
     "notify_flood": (fig_notify_flood, 180, dict(notifies=50000, notify_rate=10000, settle_s=15),
                      dict(notifies=5000, settle_s=5)),
-    "huge_hooks": (fig_huge_hooks, 300, dict(calls=20, answer_mib=50, hooks="call,action", sipp_timeout_s=60, ok_growth_mib=64),
+    "huge_hooks": (fig_huge_hooks, 300,
+                   dict(calls=20, answer_mib=50, hooks="call,action", sipp_timeout_s=60, ok_growth_mib=64),
                    dict(calls=4, answer_mib=20, sipp_timeout_s=20, ok_growth_mib=40)),
     "refer_loop": (fig_refer_loop, 60, dict(window_s=10, ok_verbs_per_call=50), dict(window_s=3)),
-    "cardinality": (fig_cardinality, 300, dict(calls=2000, rate=200, verbs=10000, one_call_timeout_s=60, ok_lines_added=50),
+    "cardinality": (fig_cardinality, 300,
+                    dict(calls=2000, rate=200, verbs=10000, one_call_timeout_s=60, ok_lines_added=50),
                     dict(calls=60, rate=30, verbs=300, one_call_timeout_s=20)),
     "invite_flood": (fig_invite_flood, 600,
                      dict(invites=20000, invite_rate=1000, settle_s=35, legit_calls=20000, legit_rate=2000,
@@ -945,8 +951,8 @@ FIGURES = {
     "hook_never_answers": (fig_hook_never_answers, 120, dict(webhooks={}, max_wait_s=60),
                            dict(webhooks={"timeout_ms": 1000, "backoff_ms": 100}, max_wait_s=15)),
     "dead_event_hook": (fig_dead_event_hook, 600,
-                        dict(calls=10, rate=10, dead="never", webhooks={}, max_settle_s=300, exit_grace_s=20, ok_settle_s=10,
-                             ok_exit_s=10),
+                        dict(calls=10, rate=10, dead="never", webhooks={}, max_settle_s=300, exit_grace_s=20,
+                             ok_settle_s=10, ok_exit_s=10),
                         dict(calls=2, rate=10, dead="never", webhooks={"timeout_ms": 1000, "backoff_ms": 100,
                                                                        "retries": 1}, max_settle_s=30,
                              exit_grace_s=15, ok_settle_s=3, ok_exit_s=3)),
@@ -985,7 +991,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.figure == "list":
         for name, (fn, limit, full, quick) in FIGURES.items():
-            print(f"{name}: {fn.__doc__.split(chr(10))[0]}")
+            print(f"{name}: {' '.join(fn.__doc__.split())}")
             print(f"    full: {full}\n    quick overrides: {quick}\n    hard timeout: {limit} s")
         return 0
     names = list(FIGURES) if args.figure == "all" else [args.figure]
