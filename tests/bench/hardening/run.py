@@ -555,13 +555,14 @@ def fig_cardinality(p: dict, ctx: dict) -> dict:
 
 class InviteFlood:
     """Sends `count` INVITEs at `rate`/s from one UDP socket, each a new call, retransmitted
-    like Timer A (0.5 s doubling, 6 times) until any response; never ACKs and never answers
-    anything. Records each call's first final status."""
+    like Timer A (0.5 s doubling, 6 times) until any response unless `retransmit` is off;
+    never ACKs and never answers anything. Records each call's first final status."""
 
     RETRANS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
-    def __init__(self, target: tuple[str, int], count: int, rate: float):
+    def __init__(self, target: tuple[str, int], count: int, rate: float, retransmit: bool = True):
         self.target, self.count, self.rate = target, count, rate
+        self.retransmit = retransmit
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
@@ -617,7 +618,8 @@ class InviteFlood:
                     self.invites[call_id] = data
                     self.sock.sendto(data, self.target)
                     self.sent += 1
-                    heapq.heappush(heap, (now + self.RETRANS[0], 0, call_id))
+                    if self.retransmit:
+                        heapq.heappush(heap, (now + self.RETRANS[0], 0, call_id))
                     n += 1
                     continue
                 wake = due
@@ -677,14 +679,14 @@ class InviteFlood:
 
 
 def fig_invite_flood(p: dict, ctx: dict) -> dict:
-    """(a) `p.invites` INVITEs at `p.invite_rate`/s, never ACKed, with one legitimate transfer
-    halfway through; (b) `p.legit_calls` legitimate transfers offered at `p.legit_rate`/s."""
+    """(a) `p.invites` INVITEs at `p.invite_rate`/s (retransmitted like Timer A unless
+    `p.retransmit` is false), never ACKed, with one legitimate transfer halfway through; (b) `p.legit_calls` legitimate transfers offered at `p.legit_rate`/s."""
     # No hooks: the Python receiver would be the bottleneck at these rates, not the server.
     server = h.Server(ctx["bin"], app_config(refer_app(None)), ctx["extra"], name="fig7a")
     legit_before = h.sipp_call("uac-transferee-accept.xml", server.sip)
     rss_before = server.rss_mib()
     sampler = h.Sampler(server, 0.5)
-    flood = InviteFlood(server.sip, p["invites"], p["invite_rate"])
+    flood = InviteFlood(server.sip, p["invites"], p["invite_rate"], p["retransmit"])
     flood.start()
     h.wait_until(lambda: flood.sent >= p["invites"] // 2, p["invites"] / p["invite_rate"] + 30, 0.05)
     legit_during = h.sipp_call("uac-transferee-accept.xml", server.sip, timeout_s=p["legit_timeout_s"])
@@ -942,7 +944,7 @@ FIGURES = {
                     dict(calls=2000, rate=200, verbs=10000, one_call_timeout_s=60, ok_lines_added=50),
                     dict(calls=60, rate=30, verbs=300, one_call_timeout_s=20)),
     "invite_flood": (fig_invite_flood, 600,
-                     dict(invites=20000, invite_rate=1000, settle_s=35, legit_calls=20000, legit_rate=2000,
+                     dict(invites=20000, invite_rate=1000, retransmit=True, settle_s=35, legit_calls=20000, legit_rate=2000,
                           legit_timeout_s=60),
                      dict(invites=300, invite_rate=150, settle_s=2, legit_calls=200, legit_rate=100,
                           legit_timeout_s=10)),
