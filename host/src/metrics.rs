@@ -381,6 +381,11 @@ mod tests {
             .collect();
         // sip:refer: SUCCESS, no-plugin, 15 more events, other; other: no-plugin, other.
         assert_eq!(verbs.len(), 2 + (MAX_EVENTS_PER_VERB - 1) + 1 + 2, "{text}");
+        eprintln!(
+            "/metrics: {empty} bytes empty, {} bytes and {} lines after 8,000 hostile labels",
+            text.len(),
+            text.lines().count()
+        );
         assert!(text.len() < empty + 8_000, "{} bytes:\n{text}", text.len());
         for line in [
             r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_SUCCESS"} 1"#,
