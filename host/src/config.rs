@@ -140,6 +140,7 @@ impl WebhookConfig {
         Duration::from_millis(self.event_flush_ms)
     }
 
+    /// `event_drain_ms` as a duration.
     pub(crate) fn event_drain(&self) -> Duration {
         Duration::from_millis(self.event_drain_ms)
     }
