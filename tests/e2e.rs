@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::process::{Child, Command};
 use verbhost_sip::endpoint::CallError;
 use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
-use webhooks::{Hit, Receiver, Reply};
+use webhooks::{Big, BigAnswers, Hit, Receiver, Reply};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -1028,6 +1028,484 @@ async fn sigterm_drains_the_calls_in_progress_and_refuses_new_ones() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"]);
+    assert!(
+        server.log().contains("drained: every call has ended"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A field of /proc/PID/status, in KiB (`VmHWM`: peak resident memory; `VmRSS`: now).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// Places a call from our own endpoint; its REFERs are refused with 501.
+async fn place(
+    caller: &Endpoint,
+    port: u16,
+    n: usize,
+) -> Result<verbhost_sip::endpoint::Call, CallError> {
+    caller
+        .call(
+            &format!("sip:app@127.0.0.1:{port}"),
+            &format!("<sip:caller{n}@127.0.0.1>"),
+            b"v=0\r\n".to_vec(),
+        )
+        .await
+}
+
+impl Server {
+    /// /metrics once it has `line` (the session of a call that just ended may still be
+    /// finishing); panics after `timeout`.
+    async fn metrics_with(&self, line: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, metrics) = self.get("/metrics").await;
+            if metrics.lines().any(|l| l == line) {
+                return metrics;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{line} not there after {timeout:?}:\n{metrics}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The lines of `metrics` that are missing.
+fn missing<'a>(metrics: &str, lines: &[&'a str]) -> Vec<&'a str> {
+    lines
+        .iter()
+        .copied()
+        .filter(|line| !metrics.lines().any(|l| l == *line))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_answers_over_the_cap_are_not_read_and_memory_stays_bounded() {
+    const HUGE: usize = 50 << 20;
+    let app = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action"}]).to_string();
+    // Five call hook answers of 50 MB (three chunked, two with a Content-Length), then an
+    // application whose actionHook answers 50 MB too.
+    let big = BigAnswers::start(vec![
+        (
+            "/call",
+            vec![
+                Big::Chunked(HUGE),
+                Big::Chunked(HUGE),
+                Big::Chunked(HUGE),
+                Big::Declared(HUGE),
+                Big::Declared(HUGE),
+                Big::Json(app),
+            ],
+        ),
+        ("/action", vec![Big::Chunked(HUGE)]),
+    ])
+    .await;
+    let server = Server::start(
+        &["--sip", "127.0.0.1:28200", "--call-hook", &big.url("/call")],
+        28201,
+    )
+    .await;
+    let pid = server.child.id().expect("running");
+    let rss_before = proc_status_kib(pid, "VmRSS");
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    // The five at once: each is refused, as for any failing call hook.
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..5 {
+        let caller = caller.clone();
+        calls.spawn(async move { place(&caller, 28200, n).await.err() });
+    }
+    while let Some(result) = calls.join_next().await {
+        let err = result.unwrap();
+        assert!(
+            matches!(err, Some(CallError::Rejected { status: 500, .. })),
+            "{err:?}\n{}",
+            server.log()
+        );
+    }
+    // The next call is unaffected: answered, its REFER refused (501), the actionHook's 50 MB
+    // answer ignored (the verb's result stands), and verbhost hangs up.
+    let call = place(&caller, 28200, 5)
+        .await
+        .unwrap_or_else(|e| panic!("the sixth call: {e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up");
+    let peak = proc_status_kib(pid, "VmHWM");
+    eprintln!(
+        "verbhost RSS {rss_before} KiB before the calls, peak {peak} KiB after; {} body bytes written",
+        big.written()
+    );
+    assert!(
+        peak < rss_before + 40 * 1024,
+        "peak RSS {peak} KiB, {rss_before} KiB before the calls\n{}",
+        server.log()
+    );
+    // Each answer was abandoned at the cap: far less than the 300 MB offered was written.
+    assert!(big.written() < 64 << 20, "{} bytes written", big.written());
+    assert_eq!(
+        big.requests("/action"),
+        1,
+        "a delivered answer is not retried"
+    );
+    let metrics = server
+        .metrics_with("verbhost_calls_active 0", Duration::from_secs(5))
+        .await;
+    let lines = [
+        "verbhost_calls_rejected_total 5",
+        r#"verbhost_hook_answers_too_large_total{kind="callHook",cause="body"} 3"#,
+        r#"verbhost_hook_answers_too_large_total{kind="callHook",cause="content_length"} 2"#,
+        r#"verbhost_hook_answers_too_large_total{kind="actionHook",cause="body"} 1"#,
+        r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_ERROR"} 1"#,
+        "verbhost_calls_active 0",
+    ];
+    assert!(
+        missing(&metrics, &lines).is_empty(),
+        "{:?} missing from:\n{metrics}",
+        missing(&metrics, &lines)
+    );
+    let log = server.log();
+    assert!(
+        log.contains("answered with no usable application: the answer passed webhooks.max_response_bytes (262144 bytes)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "the answer declares 52428800 bytes (Content-Length), over webhooks.max_response_bytes"
+        ),
+        "{log}"
+    );
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_hook_loop_and_a_long_application_end_at_the_call_limits() {
+    let receiver = Receiver::start().await;
+    // Call 1: an actionHook that answers the same failing transfer forever.
+    let looping = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/loop"}]).to_string();
+    // Call 2: ten verbs nobody implements, with made-up names.
+    let long: Vec<Value> = (0..10)
+        .map(|n| json!({"verb": format!("made-up-{n}"), "actionHook": "/long"}))
+        .collect();
+    receiver.reply(
+        "/call",
+        vec![
+            Reply::ok(looping.clone()),
+            Reply::ok(Value::from(long).to_string()),
+        ],
+    );
+    receiver.reply("/loop", vec![Reply::ok(looping)]);
+    let config = TempFile::new(
+        "verbhost.toml",
+        "[server]\nmax_verbs_per_call = 7\nmax_app_replacements = 3\n",
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28210",
+            "--call-hook",
+            &receiver.url("/call"),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
+        28211,
+    )
+    .await;
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    for n in 0..2 {
+        let call = place(&caller, 28210, n)
+            .await
+            .unwrap_or_else(|e| panic!("call {n}: {e}\n{}", server.log()));
+        tokio::time::timeout(Duration::from_secs(10), call.ended())
+            .await
+            .unwrap_or_else(|_| panic!("verbhost hung up call {n}\n{}", server.log()));
+    }
+    // The first verb and three replacements ran; the fourth replacement ended the call.
+    let paths = receiver.paths();
+    let count = |path: &str| paths.iter().filter(|p| *p == path).count();
+    assert_eq!(count("/loop"), 4, "{paths:?}\n{}", server.log());
+    // Seven verbs ran, the eighth ended the call.
+    assert_eq!(count("/long"), 7, "{paths:?}\n{}", server.log());
+    let metrics = server
+        .metrics_with("verbhost_calls_active 0", Duration::from_secs(5))
+        .await;
+    let lines = [
+        r#"verbhost_calls_limited_total{limit="max_app_replacements"} 1"#,
+        r#"verbhost_calls_limited_total{limit="max_verbs_per_call"} 1"#,
+        r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_ERROR"} 4"#,
+        // Made-up verb names are not labels.
+        r#"verbhost_verbs_total{verb="other",outcome="no-plugin"} 7"#,
+        "verbhost_calls_active 0",
+    ];
+    assert!(
+        missing(&metrics, &lines).is_empty(),
+        "{:?} missing from:\n{metrics}",
+        missing(&metrics, &lines)
+    );
+    assert!(!metrics.contains("made-up"), "{metrics}");
+    let log = server.log();
+    assert!(
+        log.contains("the call reached server.max_app_replacements (3); hanging up"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the call reached server.max_verbs_per_call (7); hanging up"),
+        "{log}"
+    );
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retry_of_a_delivery_carries_its_one_delivery_id() {
+    let receiver = Receiver::start().await;
+    receiver.reply(
+        "/call",
+        vec![Reply::ok(json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action"}]).to_string())],
+    );
+    // Accepts the request and times out twice, then answers.
+    receiver.reply(
+        "/action",
+        vec![
+            Reply::ok("").after(Duration::from_millis(1500)),
+            Reply::ok("").after(Duration::from_millis(1500)),
+            Reply::ok(""),
+        ],
+    );
+    let config = TempFile::new(
+        "verbhost.toml",
+        "[webhooks]\ntimeout_ms = 400\nretries = 2\nbackoff_ms = 50\n",
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28220",
+            "--call-hook",
+            &receiver.url("/call"),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
+        28221,
+    )
+    .await;
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let call = place(&caller, 28220, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up");
+    let hits = receiver.wait_for(4, Duration::from_secs(5)).await;
+    assert_eq!(
+        receiver.paths(),
+        ["/call", "/action", "/action", "/action"],
+        "{}",
+        server.log()
+    );
+    let id = |hit: &Hit| {
+        hit.headers
+            .get("verbhost-delivery-id")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let action = id(&hits[1]);
+    // A UUID (version 4), the same on every retry, another for the call hook's delivery.
+    assert_eq!(action.len(), 36, "{action:?}");
+    assert_eq!(action.matches('-').count(), 4, "{action:?}");
+    assert_eq!(&action[14..15], "4", "{action:?}");
+    assert_eq!(id(&hits[2]), action);
+    assert_eq!(id(&hits[3]), action);
+    assert_eq!(id(&hits[0]).len(), 36);
+    assert_ne!(id(&hits[0]), action);
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_hook_is_signed_over_the_query_it_sends() {
+    let receiver = Receiver::start().await;
+    receiver.reply(
+        "/call",
+        vec![Reply::ok(
+            json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example",
+                    "actionHook": {"url": "/action?tenant=a%20b", "method": "GET"}}])
+            .to_string(),
+        )],
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28230",
+            "--call-hook",
+            &receiver.url("/call"),
+            "--webhook-secret",
+            "s3cret",
+        ],
+        28231,
+    )
+    .await;
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let call = place(&caller, 28230, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up");
+    let hits = receiver.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(hits.len(), 2, "{}", server.log());
+    let hmac = |t: &str, signed: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(signed);
+        let digest = mac.finalize().into_bytes();
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    for hit in &hits {
+        let signature = &hit.headers["verbhost-signature"];
+        let (t, v1) = signature.split_once(",v1=").unwrap();
+        let t = t.strip_prefix("t=").unwrap();
+        // POST: the body. GET: the query string exactly as received, which carries the payload.
+        let signed = match hit.method.as_str() {
+            "GET" => hit
+                .path
+                .split_once('?')
+                .expect("a query")
+                .1
+                .as_bytes()
+                .to_vec(),
+            _ => hit.raw.clone(),
+        };
+        assert_eq!(
+            v1,
+            hmac(t, &signed),
+            "signature of {} {}",
+            hit.method,
+            hit.path
+        );
+    }
+    let get = &hits[1];
+    assert_eq!(get.method, "GET");
+    assert!(
+        get.path.starts_with("/action?tenant=a%20b&"),
+        "{}",
+        get.path
+    );
+    assert!(
+        get.path.contains("event=TRANSFER_REFER_ERROR"),
+        "{}",
+        get.path
+    );
+    assert!(get.raw.is_empty());
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_event_hooks_neither_keep_calls_active_nor_hold_up_the_drain() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    // The eventHook URL accepts requests and never answers.
+    receiver.reply(
+        "/event",
+        vec![Reply::ok("").after(Duration::from_secs(120))],
+    );
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example",
+                 "actionHook": receiver.url("/action"), "eventHook": receiver.url("/event")}])
+        .to_string(),
+    );
+    let config = TempFile::new(
+        "verbhost.toml",
+        "[webhooks]\ntimeout_ms = 2000\nretries = 2\nbackoff_ms = 50\nevent_flush_ms = 200\n\
+         event_drain_ms = 500\nmax_queued_events = 1\n",
+    );
+    let mut server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28240",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
+        28241,
+    )
+    .await;
+    // Call A: three NOTIFYs, three eventHooks. The first is in flight for good; the queue
+    // holds one, so the other two are dropped; when the call ends the first is abandoned.
+    let caller = sipp_caller("uac-transferee-accept.xml", 28250, 28240);
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    // The bound is 500 ms; 3 s is a hang guard (without the bound: 3 x 6 s of retries).
+    let metrics = server
+        .metrics_with("verbhost_calls_active 0", Duration::from_secs(3))
+        .await;
+    let lines = [
+        r#"verbhost_event_hooks_abandoned_total{cause="queue_full"} 2"#,
+        r#"verbhost_event_hooks_abandoned_total{cause="drain_timeout"} 1"#,
+        r#"verbhost_hooks_posted_total{kind="actionHook"} 1"#,
+    ];
+    assert!(
+        missing(&metrics, &lines).is_empty(),
+        "{:?} missing from:\n{metrics}",
+        missing(&metrics, &lines)
+    );
+    assert!(receiver.paths().contains(&"/action".to_owned()));
+    // Call B: SIGTERM once its first eventHook is stuck; the call runs to its end and the
+    // server exits promptly, not after the eventHook's timeouts and retries.
+    let events_before = receiver.paths().iter().filter(|p| *p == "/event").count();
+    let caller = sipp_caller("uac-transferee-accept.xml", 28260, 28240);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while receiver.paths().iter().filter(|p| *p == "/event").count() == events_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no eventHook for call B\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.sigterm();
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let status = tokio::time::timeout(Duration::from_secs(5), server.child.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "still draining 5 s after the last call ended\n{}",
+                server.log()
+            )
+        })
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
     assert!(
         server.log().contains("drained: every call has ended"),
         "{}",

@@ -2,13 +2,13 @@
 //!
 //! Each verb run gets its own `SipCallHost`. REFERs go out in the call's dialog; NOTIFYs come
 //! from the dialog's subscriptions (already answered on the wire); eventHooks go to the call's
-//! event queue, which delivers them in order without ever blocking the plugin.
+//! event queue, which delivers them in order without ever blocking the plugin (and drops
+//! them, counted, past `webhooks.max_queued_events`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 use verbhost_runtime::{
     CallHost, Header, Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse,
     Webhook, notify_from_parts,
@@ -17,7 +17,7 @@ use verbhost_sip::dialog::SubscriptionEvent;
 use verbhost_sip::endpoint::{Call, ReferFailure, ReferWait};
 
 use crate::metrics::{Metrics, status_class};
-use crate::session::{CallIds, EventJob, Journal};
+use crate::session::{CallIds, EventQueue, Journal};
 
 pub(crate) struct SipCallHost {
     pub(crate) call: Call,
@@ -25,7 +25,7 @@ pub(crate) struct SipCallHost {
     pub(crate) verb: String,
     pub(crate) journal: Journal,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) events: mpsc::UnboundedSender<EventJob>,
+    pub(crate) events: EventQueue,
     pub(crate) started: Instant,
 }
 
@@ -137,8 +137,7 @@ impl CallHost for SipCallHost {
 
     fn emit_event(&mut self, hook: Webhook, mut payload: Map<String, Value>) {
         self.ids.stamp(&mut payload, &self.verb);
-        // The queue outlives every run of the call; a send fails only after the call ended.
-        let _ = self.events.send(EventJob::Post(hook, payload));
+        self.events.post(hook, payload);
     }
 
     fn log(&mut self, level: Level, message: &str) {

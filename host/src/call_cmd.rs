@@ -22,7 +22,8 @@ use crate::session::{CallIds, Journal, Session, Shared, Summary};
 pub(crate) mod exit {
     /// The application ran to its end.
     pub(crate) const OK: u8 = 0;
-    /// The call ran, but a verb failed (no plugin, rejected by its plugin, plugin failure).
+    /// The call ran, but a verb failed (no plugin, rejected by its plugin, plugin failure),
+    /// or the call was hung up on reaching a `[server]` limit.
     pub(crate) const VERB_FAILED: u8 = 1;
     /// Bad input before any call: the application, the config, a plugin, the flags.
     pub(crate) const BAD_INPUT: u8 = 2;
@@ -148,7 +149,15 @@ pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<E
     )
     .await;
     let code = match &result {
-        Ok(summary) if summary.failed_verbs.is_empty() => exit::OK,
+        Ok(summary) if summary.failed_verbs.is_empty() && summary.limit.is_none() => exit::OK,
+        Ok(Summary {
+            limit: Some(limit), ..
+        }) => {
+            eprintln!(
+                "verbhost: the call was hung up on reaching server.{limit} (see the log and the call.limited line)"
+            );
+            exit::VERB_FAILED
+        }
         Ok(summary) => {
             eprintln!(
                 "verbhost: the call ran, but these verbs failed: {} (see the log and the verb.failed lines)",

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
     pub(crate) sip: SipConfig,
@@ -24,7 +24,7 @@ pub(crate) struct Config {
 }
 
 /// `[sip]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct SipConfig {
     /// Where `serve` listens.
@@ -52,7 +52,7 @@ impl Default for SipConfig {
 }
 
 /// A SIP transport by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum TransportName {
     Udp,
@@ -60,7 +60,7 @@ pub(crate) enum TransportName {
 }
 
 /// `[app]`: where the application comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct AppConfig {
     /// A JSON file holding the verb array.
@@ -73,7 +73,7 @@ pub(crate) struct AppConfig {
 }
 
 /// `[plugins]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct PluginsConfig {
     /// A directory of `.wasm` plugins that add or override verbs by name.
@@ -81,7 +81,7 @@ pub(crate) struct PluginsConfig {
 }
 
 /// `[webhooks]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct WebhookConfig {
     /// Timeout of one attempt, in milliseconds.
@@ -98,6 +98,17 @@ pub(crate) struct WebhookConfig {
     /// application sees them in order; after that it is posted regardless (the eventHooks
     /// still complete in the background).
     pub(crate) event_flush_ms: u64,
+    /// Largest answer body read from a hook, in bytes. A larger `Content-Length` is refused
+    /// before the body is read, and a body without one is read only up to this many bytes.
+    /// A call hook answering more refuses the call; an actionHook's answer is ignored (the
+    /// verb's result stands); an eventHook's answer is ignored anyway.
+    pub(crate) max_response_bytes: u64,
+    /// Once a call has ended, how long its eventHooks still queued or in flight may hold it
+    /// (and a shutdown drain) before they are abandoned and counted, in milliseconds.
+    pub(crate) event_drain_ms: u64,
+    /// eventHooks one call may have queued or in flight at once; more are dropped and
+    /// counted (a slow eventHook URL cannot grow a call's queue without bound).
+    pub(crate) max_queued_events: u32,
 }
 
 impl Default for WebhookConfig {
@@ -109,6 +120,9 @@ impl Default for WebhookConfig {
             secret: None,
             signature_header: "Verbhost-Signature".into(),
             event_flush_ms: 1_000,
+            max_response_bytes: 256 << 10,
+            event_drain_ms: 15_000,
+            max_queued_events: 64,
         }
     }
 }
@@ -125,10 +139,15 @@ impl WebhookConfig {
     pub(crate) fn event_flush(&self) -> Duration {
         Duration::from_millis(self.event_flush_ms)
     }
+
+    /// `event_drain_ms` as a duration.
+    pub(crate) fn event_drain(&self) -> Duration {
+        Duration::from_millis(self.event_drain_ms)
+    }
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct AdminConfig {
     /// Where `/metrics` and `/health` are served; off when unset.
@@ -136,23 +155,31 @@ pub(crate) struct AdminConfig {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ServerConfig {
     /// On SIGTERM or SIGINT, how long calls in progress may run on before they are hung up.
     pub(crate) drain_timeout_s: u64,
+    /// Verbs one call may run, counting those of every application an actionHook returned.
+    /// A call that reaches it is hung up, logged and counted.
+    pub(crate) max_verbs_per_call: u32,
+    /// Times an actionHook may replace a call's application. One more replacement hangs the
+    /// call up, logged and counted (an actionHook answering the same verb forever).
+    pub(crate) max_app_replacements: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             drain_timeout_s: 30,
+            max_verbs_per_call: 1_000,
+            max_app_replacements: 200,
         }
     }
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct LogConfig {
     /// `text` or `json`.
@@ -171,7 +198,7 @@ impl Default for LogConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogFormat {
     Text,
@@ -198,18 +225,42 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `(section, key)` of every line of the example that sets a key, commented out or not.
+    fn example_keys(example: &str) -> std::collections::BTreeSet<(String, String)> {
+        let mut section = String::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for line in example.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.trim_start_matches(['#', ' ']).split_once('=') {
+                let key = key.trim();
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.insert((section.clone(), key.to_owned()));
+                }
+            }
+        }
+        keys
+    }
+
     #[test]
-    fn the_example_file_parses_and_matches_the_defaults() {
+    fn the_example_file_parses_to_the_defaults_and_shows_every_key() {
         let example = include_str!("../../verbhost.example.toml");
-        let config = Config::parse(example).unwrap();
-        let defaults = Config::default();
-        assert_eq!(config.webhooks.timeout_ms, defaults.webhooks.timeout_ms);
-        assert_eq!(config.webhooks.retries, defaults.webhooks.retries);
-        assert_eq!(
-            config.server.drain_timeout_s,
-            defaults.server.drain_timeout_s
+        assert_eq!(Config::parse(example).unwrap(), Config::default());
+        // Every key of every section, unset optional ones included (JSON keeps them as null).
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let shown = example_keys(example);
+        let mut missing = Vec::new();
+        for (section, table) in defaults.as_object().unwrap() {
+            for key in table.as_object().unwrap().keys() {
+                if !shown.contains(&(section.clone(), key.clone())) {
+                    missing.push(format!("[{section}] {key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "verbhost.example.toml lacks these keys: {missing:?}"
         );
-        assert_eq!(config.sip.listen, defaults.sip.listen);
     }
 
     #[test]

@@ -90,7 +90,7 @@ enum Command {
     },
     /// Place one call to SIP-URI, run the application once it is answered, print what happens
     /// as JSON lines, and exit when the call has ended (0: the application ran to its end;
-    /// 1: a verb failed; 2: bad input; 3: the call was not answered).
+    /// 1: a verb failed, or a limit ended the call; 2: bad input; 3: the call was not answered).
     Call {
         /// Who to call, e.g. sip:bob@127.0.0.1:5070.
         target: String,
@@ -178,10 +178,11 @@ async fn shared(config: Config) -> anyhow::Result<Arc<session::Shared>> {
     let plugins = plugins::Plugins::load(config.plugins.dir.as_deref()).await?;
     let webhooks = webhook::Webhooks::new(config.webhooks.clone())
         .context("cannot build the webhook client")?;
+    let metrics = Arc::new(metrics::Metrics::new(plugins.verbs()));
     Ok(Arc::new(session::Shared {
         plugins,
         webhooks,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         config,
     }))
 }

@@ -1,8 +1,15 @@
 //! Prometheus metrics and the admin HTTP server (`/metrics`, `/health`).
+//!
+//! Label values never come straight from outside input: a verb label is one of the loaded
+//! plugins' verbs, an outcome is one of the host's own reasons or one of the first
+//! [`MAX_EVENTS_PER_VERB`] distinct event names a verb's plugin reported; anything else is
+//! counted under [`OTHER`]. So a hostile application (random verb names, 10,000 verbs) or a
+//! plugin inventing event names cannot grow `/metrics` without bound.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -42,6 +49,78 @@ struct TrapLabels {
     kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookCauseLabels {
+    kind: &'static str,
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+/// The label value for a verb or outcome that is not a known one.
+pub(crate) const OTHER: &str = "other";
+
+/// Distinct plugin event names kept as `outcome` labels per verb; later ones are [`OTHER`].
+pub(crate) const MAX_EVENTS_PER_VERB: usize = 16;
+
+/// Longest plugin event name kept as a label, in bytes.
+const MAX_EVENT_LABEL_BYTES: usize = 64;
+
+/// Outcomes the host itself reports for a verb that did not complete.
+const HOST_OUTCOMES: [&str; 4] = ["no-plugin", "invalid-verb", "plugin-trap", "plugin-failed"];
+
+/// Which label values are allowed: the loaded verbs, and per verb the event names seen
+/// first.
+struct Labels {
+    verbs: BTreeSet<String>,
+    events: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Labels {
+    /// `verb` if a plugin implements it, else [`OTHER`].
+    fn verb(&self, verb: &str) -> String {
+        if self.verbs.contains(verb) {
+            verb.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+
+    /// `outcome` if it is a host reason or one of the first event names of `verb` (already
+    /// a label value), else [`OTHER`].
+    fn outcome(&self, verb: &str, outcome: &str) -> String {
+        if HOST_OUTCOMES.contains(&outcome) {
+            return outcome.to_owned();
+        }
+        let printable = outcome.len() <= MAX_EVENT_LABEL_BYTES
+            && !outcome.is_empty()
+            && outcome
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if verb == OTHER || !printable {
+            return OTHER.to_owned();
+        }
+        let Ok(mut events) = self.events.lock() else {
+            return OTHER.to_owned();
+        };
+        let seen = events.entry(verb.to_owned()).or_default();
+        if seen.contains(outcome) || seen.len() < MAX_EVENTS_PER_VERB {
+            seen.insert(outcome.to_owned());
+            outcome.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+}
+
 /// Everything verbhost counts.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -53,11 +132,17 @@ pub(crate) struct Metrics {
     hooks_posted: Family<HookLabel, Counter>,
     hook_failures: Family<HookLabel, Counter>,
     plugin_traps: Family<TrapLabels, Counter>,
+    hook_answers_too_large: Family<HookCauseLabels, Counter>,
+    calls_limited: Family<LimitLabel, Counter>,
+    event_hooks_abandoned: Family<CauseLabel, Counter>,
+    labels: Labels,
     draining: AtomicBool,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Metrics {
+    /// The metrics of a host whose plugins implement `known_verbs` (the only verb label
+    /// values).
+    pub(crate) fn new(known_verbs: impl IntoIterator<Item = String>) -> Metrics {
         let mut registry = Registry::with_prefix("verbhost");
         let calls = Family::<DirectionLabel, Counter>::default();
         registry.register("calls", "Calls handled, by direction", calls.clone());
@@ -99,6 +184,26 @@ impl Metrics {
             "Plugin runs that trapped, by verb and kind",
             plugin_traps.clone(),
         );
+        let hook_answers_too_large = Family::<HookCauseLabels, Counter>::default();
+        registry.register(
+            "hook_answers_too_large",
+            "2xx hook answers over webhooks.max_response_bytes, not used, by kind and cause \
+             (content_length: refused unread; body: read no further)",
+            hook_answers_too_large.clone(),
+        );
+        let calls_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "calls_limited",
+            "Calls hung up on reaching a limit (max_verbs_per_call, max_app_replacements)",
+            calls_limited.clone(),
+        );
+        let event_hooks_abandoned = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "event_hooks_abandoned",
+            "eventHooks not delivered, by cause (queue_full: over max_queued_events; \
+             drain_timeout: still queued event_drain_ms after the call ended)",
+            event_hooks_abandoned.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -109,6 +214,13 @@ impl Metrics {
             hooks_posted,
             hook_failures,
             plugin_traps,
+            hook_answers_too_large,
+            calls_limited,
+            event_hooks_abandoned,
+            labels: Labels {
+                verbs: known_verbs.into_iter().collect(),
+                events: Mutex::default(),
+            },
             draining: AtomicBool::new(false),
         }
     }
@@ -128,12 +240,12 @@ impl Metrics {
         self.calls_rejected.inc();
     }
 
+    /// Counts a verb run by its outcome (see the module doc for which labels are kept).
     pub(crate) fn verb(&self, verb: &str, outcome: &str) {
+        let verb = self.labels.verb(verb);
+        let outcome = self.labels.outcome(&verb, outcome);
         self.verbs
-            .get_or_create(&VerbLabels {
-                verb: verb.to_owned(),
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&VerbLabels { verb, outcome })
             .inc();
     }
 
@@ -155,10 +267,32 @@ impl Metrics {
     pub(crate) fn trap(&self, verb: &str, kind: &str) {
         self.plugin_traps
             .get_or_create(&TrapLabels {
-                verb: verb.to_owned(),
+                verb: self.labels.verb(verb),
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// A 2xx answer of hook `kind` over the size cap; `cause` from
+    /// [`AnswerTooLarge::cause`](crate::webhook::AnswerTooLarge::cause).
+    pub(crate) fn hook_answer_too_large(&self, kind: &'static str, cause: &'static str) {
+        self.hook_answers_too_large
+            .get_or_create(&HookCauseLabels { kind, cause })
+            .inc();
+    }
+
+    /// A call hung up on reaching `limit` (the config key's name).
+    pub(crate) fn call_limited(&self, limit: &'static str) {
+        self.calls_limited
+            .get_or_create(&LimitLabel { limit })
+            .inc();
+    }
+
+    /// `count` eventHooks not delivered, for `cause` (`queue_full`, `drain_timeout`).
+    pub(crate) fn event_hooks_abandoned(&self, cause: &'static str, count: u64) {
+        self.event_hooks_abandoned
+            .get_or_create(&CauseLabel { cause })
+            .inc_by(count);
     }
 
     pub(crate) fn set_draining(&self) {
@@ -218,5 +352,55 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ok\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verb_and_outcome_labels_stay_bounded() {
+        let metrics = Metrics::new(["sip:refer".to_owned()]);
+        let empty = metrics.encode().len();
+        metrics.verb("sip:refer", "TRANSFER_REFER_SUCCESS");
+        metrics.verb("sip:refer", "no-plugin");
+        // What a hostile application and a hostile plugin can make up.
+        for n in 0..2_000 {
+            metrics.verb(&format!("random-verb-{n}"), "no-plugin");
+            metrics.verb(&format!("random-verb-{n}"), &format!("EVENT_{n}"));
+            metrics.verb("sip:refer", &format!("EVENT_{n}"));
+            metrics.trap(&format!("random-verb-{n}"), "cpu-budget");
+        }
+        metrics.verb("sip:refer", &"X".repeat(1_000));
+        metrics.verb("sip:refer", "two words");
+        let text = metrics.encode();
+        let verbs: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("verbhost_verbs_total{"))
+            .collect();
+        // sip:refer: SUCCESS, no-plugin, 15 more events, other; other: no-plugin, other.
+        assert_eq!(verbs.len(), 2 + (MAX_EVENTS_PER_VERB - 1) + 1 + 2, "{text}");
+        eprintln!(
+            "/metrics: {empty} bytes empty, {} bytes and {} lines after 8,000 hostile labels",
+            text.len(),
+            text.lines().count()
+        );
+        assert!(text.len() < empty + 8_000, "{} bytes:\n{text}", text.len());
+        for line in [
+            r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_SUCCESS"} 1"#,
+            r#"verbhost_verbs_total{verb="sip:refer",outcome="EVENT_0"} 1"#,
+            r#"verbhost_verbs_total{verb="other",outcome="no-plugin"} 2000"#,
+            r#"verbhost_verbs_total{verb="other",outcome="other"} 2000"#,
+            r#"verbhost_plugin_traps_total{verb="other",kind="cpu-budget"} 2000"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // 2,000 - 15 made-up events, the long one and the one with a space.
+        let other = format!(
+            r#"verbhost_verbs_total{{verb="sip:refer",outcome="other"}} {}"#,
+            2_000 - (MAX_EVENTS_PER_VERB - 1) + 2
+        );
+        assert!(text.lines().any(|l| l == other), "{other} missing:\n{text}");
     }
 }

@@ -17,12 +17,12 @@ use verbhost_runtime::{Direction, Webhook};
 use verbhost_sip::endpoint::{Call, Endpoint, EndpointConfig, IncomingCall};
 use verbhost_sip::message::{SipHeaders, addr_uri};
 
-use crate::app::{self, AppVerb};
+use crate::app::{self, AppError, AppVerb};
 use crate::call_cmd::{check_plugins, read_app, sdp};
 use crate::config::TransportName;
 use crate::metrics;
 use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
-use crate::webhook::HookKind;
+use crate::webhook::{AnswerTooLarge, HookKind};
 
 /// Where each call's application comes from.
 #[derive(Clone)]
@@ -171,8 +171,9 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
         Source::File { verbs, base } => (verbs.clone(), base.clone()),
         Source::Hook(url) => match fetch_app(&shared, url, &ids, &incoming).await {
             Ok(verbs) => (verbs, Some(url.clone())),
-            Err((status, why)) => {
-                tracing::error!(call_sid = %sid, status, "call refused: {why}");
+            Err(err) => {
+                let status = err.sip_status();
+                tracing::error!(call_sid = %sid, status, "call refused: {err}");
                 shared.metrics.call_rejected();
                 incoming.reject(status).await;
                 return;
@@ -195,14 +196,52 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall, source: Source, act
     tracing::info!(call_sid = %sid, completed = summary.completed_verbs, failed = ?summary.failed_verbs, by_remote = summary.ended_by_remote, "call ended");
 }
 
+/// Why the call hook gave no application for a call; the call is refused with
+/// [`sip_status`](CallHookError::sip_status).
+#[derive(Debug, thiserror::Error)]
+enum CallHookError {
+    /// Not delivered: every attempt failed (the hook error is logged on its own).
+    #[error("the call hook {url} failed (see the hook error above)")]
+    Failed { url: Url },
+    /// Delivered, but the answer is over `webhooks.max_response_bytes`.
+    #[error("the call hook {url} answered with no usable application: {source}")]
+    TooLarge {
+        url: Url,
+        #[source]
+        source: AnswerTooLarge,
+    },
+    /// Delivered, but the answer is not an application.
+    #[error("the call hook {url} answered with no usable application: {source}")]
+    NotAnApplication {
+        url: Url,
+        #[source]
+        source: AppError,
+    },
+    /// The answer is an empty verb array: nothing to run.
+    #[error("the call hook {url} answered with an empty application")]
+    Empty { url: Url },
+}
+
+impl CallHookError {
+    /// The final response the INVITE gets: 480 (Temporarily Unavailable) when the
+    /// application is empty, 500 (Server Internal Error) otherwise.
+    fn sip_status(&self) -> u16 {
+        match self {
+            CallHookError::Empty { .. } => 480,
+            CallHookError::Failed { .. }
+            | CallHookError::TooLarge { .. }
+            | CallHookError::NotAnApplication { .. } => 500,
+        }
+    }
+}
+
 /// POSTs the call's details to the call hook and reads the application it answers with.
-/// Errors carry the status the INVITE is refused with and the cause for the log.
 async fn fetch_app(
     shared: &Shared,
     url: &Url,
     ids: &CallIds,
     incoming: &IncomingCall,
-) -> Result<Vec<AppVerb>, (u16, String)> {
+) -> Result<Vec<AppVerb>, CallHookError> {
     let invite = &incoming.invite;
     let headers: Map<String, Value> = invite
         .headers
@@ -243,25 +282,49 @@ async fn fetch_app(
         &ids.call_sid,
     )
     .await
-    .ok_or((
-        500,
-        format!("the call hook {url} failed (see the hook error above)"),
-    ))?;
-    let verbs = app::parse(&delivered.body).map_err(|e| {
-        (
-            500,
-            format!("the call hook {url} answered with no usable application: {e}"),
-        )
+    .ok_or_else(|| CallHookError::Failed { url: url.clone() })?;
+    let body = delivered.body.map_err(|source| CallHookError::TooLarge {
+        url: url.clone(),
+        source,
+    })?;
+    let verbs = app::parse(&body).map_err(|source| CallHookError::NotAnApplication {
+        url: url.clone(),
+        source,
     })?;
     if verbs.is_empty() {
-        return Err((
-            480,
-            format!("the call hook {url} answered with an empty application"),
-        ));
+        return Err(CallHookError::Empty { url: url.clone() });
     }
     // Unknown verbs are reported per verb when the call reaches them; log them up front too.
     if let Err(err) = check_plugins(&verbs, shared) {
         tracing::warn!(call_sid = %ids.call_sid, "the call hook's application: {err:#}");
     }
     Ok(verbs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_hook_errors_name_the_cause_and_map_to_a_sip_status() {
+        let url = Url::parse("http://app.example/call").unwrap();
+        let too_large = CallHookError::TooLarge {
+            url: url.clone(),
+            source: AnswerTooLarge::Streamed { limit: 1024 },
+        };
+        assert_eq!(too_large.sip_status(), 500);
+        assert_eq!(
+            too_large.to_string(),
+            "the call hook http://app.example/call answered with no usable application: the \
+             answer passed webhooks.max_response_bytes (1024 bytes); read no further"
+        );
+        let not_app = CallHookError::NotAnApplication {
+            url: url.clone(),
+            source: app::parse(b"{}").unwrap_err(),
+        };
+        assert_eq!(not_app.sip_status(), 500);
+        assert!(std::error::Error::source(&not_app).is_some());
+        assert_eq!(CallHookError::Empty { url: url.clone() }.sip_status(), 480);
+        assert_eq!(CallHookError::Failed { url }.sip_status(), 500);
+    }
 }

@@ -1,8 +1,15 @@
 //! One call running its application: verbs in order through their plugins, the actionHook
 //! once per verb, eventHooks in order in the background, and the call's end.
+//!
+//! What a call may cost is bounded: `server.max_verbs_per_call` verbs and
+//! `server.max_app_replacements` applications returned by actionHooks (then the call is hung
+//! up), `webhooks.max_queued_events` eventHooks queued at once (more are dropped), and
+//! `webhooks.event_drain_ms` for the eventHooks still queued once the call has ended (then
+//! they are abandoned). Each of these is logged and counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use reqwest::Url;
@@ -177,6 +184,54 @@ pub(crate) enum EventJob {
     Flush(oneshot::Sender<()>),
 }
 
+/// The sending side of a call's event queue, shared by every verb run of the call. At most
+/// `webhooks.max_queued_events` eventHooks are queued or in flight at once; one more is
+/// dropped, logged (the first per call) and counted.
+#[derive(Clone)]
+pub(crate) struct EventQueue {
+    sender: mpsc::UnboundedSender<EventJob>,
+    /// eventHooks queued or in flight.
+    pending: Arc<AtomicUsize>,
+    /// eventHooks dropped because the queue was full.
+    dropped: Arc<AtomicU64>,
+    max: usize,
+    metrics: Arc<Metrics>,
+    call_sid: Arc<str>,
+}
+
+impl EventQueue {
+    /// Queues an eventHook, unless the call already has `max` queued or in flight.
+    pub(crate) fn post(&self, hook: Webhook, payload: Map<String, Value>) {
+        let admitted = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            self.metrics.event_hooks_abandoned("queue_full", 1);
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(call_sid = %self.call_sid, max = self.max,
+                    "eventHook dropped: the call already has webhooks.max_queued_events queued \
+                     (the eventHook URL is slower than the events); further drops are counted");
+            }
+            return;
+        }
+        // The queue outlives every run of the call; a send fails only after the call ended.
+        if self.sender.send(EventJob::Post(hook, payload)).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves once everything queued before has been delivered (or has failed); `None`
+    /// when the queue is gone.
+    fn flush(&self) -> Option<oneshot::Receiver<()>> {
+        let (flushed, wait) = oneshot::channel();
+        self.sender.send(EventJob::Flush(flushed)).ok()?;
+        Some(wait)
+    }
+}
+
 /// How the application on a call went.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
@@ -186,6 +241,8 @@ pub(crate) struct Summary {
     pub(crate) completed_verbs: usize,
     /// Whether the far end hung up (rather than verbhost).
     pub(crate) ended_by_remote: bool,
+    /// The limit (config key) that ended the call, if one did.
+    pub(crate) limit: Option<&'static str>,
 }
 
 /// One call running an application.
@@ -232,15 +289,26 @@ impl Session {
     pub(crate) async fn run(self, verbs: Vec<AppVerb>) -> Summary {
         self.shared.metrics.call_started(self.ids.direction_str());
         let started = Instant::now();
-        let (events, queue) = mpsc::unbounded_channel();
-        let poster = tokio::spawn(deliver_events(
+        let (sender, queue) = mpsc::unbounded_channel();
+        let events = EventQueue {
+            sender,
+            pending: Arc::default(),
+            dropped: Arc::default(),
+            max: self.shared.config.webhooks.max_queued_events as usize,
+            metrics: self.shared.metrics.clone(),
+            call_sid: self.ids.call_sid.as_str().into(),
+        };
+        let mut poster = tokio::spawn(deliver_events(
             queue,
+            events.pending.clone(),
             self.shared.clone(),
             self.base.clone(),
             self.journal.clone(),
             self.ids.call_sid.clone(),
         ));
         let mut summary = Summary::default();
+        let limits = &self.shared.config.server;
+        let (mut verbs_run, mut replacements) = (0u32, 0u32);
         let mut pending: VecDeque<AppVerb> = verbs.into();
         while let Some(verb) = pending.pop_front() {
             if self.call.is_ended() {
@@ -248,34 +316,88 @@ impl Session {
                     "the call ended; the rest of the application is skipped");
                 break;
             }
+            if verbs_run >= limits.max_verbs_per_call {
+                self.limit_reached(
+                    "max_verbs_per_call",
+                    limits.max_verbs_per_call,
+                    &mut summary,
+                );
+                break;
+            }
+            verbs_run += 1;
             match self.run_verb(&verb, &events, started, &mut summary).await {
                 Next::Continue => {}
-                Next::Replace(verbs) => pending = verbs.into(),
+                Next::Replace(verbs) => {
+                    replacements += 1;
+                    if replacements > limits.max_app_replacements {
+                        self.limit_reached(
+                            "max_app_replacements",
+                            limits.max_app_replacements,
+                            &mut summary,
+                        );
+                        break;
+                    }
+                    pending = verbs.into();
+                }
                 Next::Stop => break,
             }
         }
         if !self.call.is_ended() {
-            self.hang_up("the application ended").await;
+            let why = match summary.limit {
+                Some(limit) => format!("the call reached server.{limit}"),
+                None => "the application ended".to_owned(),
+            };
+            self.hang_up(&why).await;
         }
-        summary.ended_by_remote = !self.hung_up.load(std::sync::atomic::Ordering::Relaxed);
-        // Let the eventHooks still queued finish; their timeouts and retries bound this.
+        summary.ended_by_remote = !self.hung_up.load(Ordering::Relaxed);
+        // Let the eventHooks still queued finish, for at most event_drain_ms: a dead eventHook
+        // URL must not keep a finished call (and a shutdown drain) waiting.
+        let dropped = events.dropped.load(Ordering::Relaxed);
+        let pending_events = events.pending.clone();
         drop(events);
-        let _ = poster.await;
+        let limit = self.shared.config.webhooks.event_drain();
+        if tokio::time::timeout(limit, &mut poster).await.is_err() {
+            poster.abort();
+            let abandoned = pending_events.load(Ordering::SeqCst) as u64;
+            self.shared
+                .metrics
+                .event_hooks_abandoned("drain_timeout", abandoned);
+            tracing::warn!(call_sid = %self.ids.call_sid, abandoned,
+                "eventHooks abandoned: still queued or in flight webhooks.event_drain_ms ({limit:?}) after the call ended");
+        }
+        if dropped > 0 {
+            tracing::warn!(call_sid = %self.ids.call_sid, dropped, "eventHooks dropped over webhooks.max_queued_events");
+        }
         self.journal.record(json!({
             "type": "call.ended",
             "call_sid": self.ids.call_sid,
             "by": if summary.ended_by_remote { "remote" } else { "verbhost" },
             "completed_verbs": summary.completed_verbs,
             "failed_verbs": summary.failed_verbs,
+            "limit": summary.limit,
         }));
         self.shared.metrics.call_ended();
         summary
     }
 
+    /// Records that the call reached `limit` (a `[server]` key) of `value`: it is hung up.
+    fn limit_reached(&self, limit: &'static str, value: u32, summary: &mut Summary) {
+        tracing::warn!(call_sid = %self.ids.call_sid, limit, value,
+            "the call reached server.{limit} ({value}); hanging up");
+        self.shared.metrics.call_limited(limit);
+        self.journal.record(json!({
+            "type": "call.limited",
+            "call_sid": self.ids.call_sid,
+            "limit": limit,
+            "value": value,
+        }));
+        summary.limit = Some(limit);
+    }
+
     async fn run_verb(
         &self,
         verb: &AppVerb,
-        events: &mpsc::UnboundedSender<EventJob>,
+        events: &EventQueue,
         started: Instant,
         summary: &mut Summary,
     ) -> Next {
@@ -370,7 +492,7 @@ impl Session {
         verb: &AppVerb,
         reason: &str,
         why: &str,
-        events: &mpsc::UnboundedSender<EventJob>,
+        events: &EventQueue,
         summary: &mut Summary,
     ) -> Next {
         tracing::error!(call_sid = %self.ids.call_sid, verb = %verb.name, reason, "verb failed: {why}");
@@ -421,11 +543,10 @@ impl Session {
         &self,
         hook: &Webhook,
         payload: Map<String, Value>,
-        events: &mpsc::UnboundedSender<EventJob>,
+        events: &EventQueue,
     ) -> Option<Vec<AppVerb>> {
         let sid = &self.ids.call_sid;
-        let (flushed, wait) = oneshot::channel();
-        if events.send(EventJob::Flush(flushed)).is_ok() {
+        if let Some(wait) = events.flush() {
             let limit = self.shared.config.webhooks.event_flush();
             if tokio::time::timeout(limit, wait).await.is_err() {
                 tracing::warn!(call_sid = %sid, "eventHooks still in flight after {limit:?}; posting the actionHook now");
@@ -442,10 +563,13 @@ impl Session {
             sid,
         )
         .await?;
-        if delivered.body.iter().all(u8::is_ascii_whitespace) {
+        // Too large: logged and counted by post_hook; not an application, the verb's result
+        // stands.
+        let body = delivered.body.ok()?;
+        if body.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        match app::parse(&delivered.body) {
+        match app::parse(&body) {
             Ok(verbs) if verbs.is_empty() => None,
             Ok(verbs) => {
                 tracing::info!(call_sid = %sid, verbs = verbs.len(), "the actionHook replaced the application");
@@ -465,8 +589,7 @@ impl Session {
 
     async fn hang_up(&self, why: &str) {
         tracing::info!(call_sid = %self.ids.call_sid, "hanging up: {why}");
-        self.hung_up
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hung_up.store(true, Ordering::Relaxed);
         if let Err(err) = self.call.hangup().await {
             tracing::warn!(call_sid = %self.ids.call_sid, error = %err, "BYE failed");
         }
@@ -482,6 +605,8 @@ enum Next {
 }
 
 /// Delivers one hook, counting and journaling the result; `None` when it failed (logged).
+/// A delivered answer over the size cap is logged and counted here; its caller decides what
+/// that means for the hook (the body is an `Err`).
 pub(crate) async fn post_hook(
     shared: &Shared,
     kind: HookKind,
@@ -494,16 +619,26 @@ pub(crate) async fn post_hook(
     match shared.webhooks.deliver(hook, base, payload).await {
         Ok(delivered) => {
             shared.metrics.hook(kind.as_str(), true);
-            tracing::info!(call_sid, hook = kind.as_str(), url = %delivered.url, status = delivered.status, attempts = delivered.attempts, "hook delivered");
-            journal.record(json!({
+            tracing::info!(call_sid, hook = kind.as_str(), url = %delivered.url, status = delivered.status,
+                attempts = delivered.attempts, delivery_id = %delivered.delivery_id, "hook delivered");
+            let mut line = json!({
                 "type": "hook.posted",
                 "call_sid": call_sid,
                 "hook": kind.as_str(),
                 "url": delivered.url,
+                "delivery_id": delivered.delivery_id,
                 "status": delivered.status,
                 "attempts": delivered.attempts,
                 "payload": payload,
-            }));
+            });
+            if let Err(too_large) = &delivered.body {
+                shared
+                    .metrics
+                    .hook_answer_too_large(kind.as_str(), too_large.cause());
+                tracing::warn!(call_sid, hook = kind.as_str(), url = %delivered.url, "hook answer not used: {too_large}");
+                line["answer_error"] = too_large.to_string().into();
+            }
+            journal.record(line);
             Some(delivered)
         }
         Err(err) => {
@@ -513,6 +648,7 @@ pub(crate) async fn post_hook(
                 "type": "hook.failed",
                 "call_sid": call_sid,
                 "hook": kind.as_str(),
+                "delivery_id": err.delivery_id(),
                 "error": err.to_string(),
                 "payload": payload,
             }));
@@ -522,8 +658,10 @@ pub(crate) async fn post_hook(
 }
 
 /// The call's event queue: eventHooks delivered one after another, in the order emitted.
+/// `pending` counts those queued or in flight; each is taken off once delivered or failed.
 async fn deliver_events(
     mut queue: mpsc::UnboundedReceiver<EventJob>,
+    pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     base: Option<Url>,
     journal: Journal,
@@ -533,6 +671,7 @@ async fn deliver_events(
         match job {
             EventJob::Post(hook, payload) => {
                 let payload = Value::Object(payload);
+                // An eventHook's answer is not used, whatever its size.
                 post_hook(
                     &shared,
                     HookKind::Event,
@@ -543,6 +682,7 @@ async fn deliver_events(
                     &call_sid,
                 )
                 .await;
+                pending.fetch_sub(1, Ordering::SeqCst);
             }
             EventJob::Flush(done) => {
                 let _ = done.send(());
@@ -599,6 +739,42 @@ mod tests {
         let info = call_info(&ids, "<sip:a@b>", "<sip:c@d>", Some("pstn.example"));
         assert_eq!(info.default_domain, "pstn.example");
         assert_eq!((ids.from.as_str(), ids.to.as_str()), ("+4930111", "app"));
+    }
+
+    #[tokio::test]
+    async fn a_calls_event_queue_holds_at_most_max_queued_events() {
+        let metrics = Arc::new(Metrics::new(["sip:refer".to_owned()]));
+        let (sender, mut queue) = mpsc::unbounded_channel();
+        let events = EventQueue {
+            sender,
+            pending: Arc::default(),
+            dropped: Arc::default(),
+            max: 2,
+            metrics: metrics.clone(),
+            call_sid: "c1".into(),
+        };
+        let hook = Webhook {
+            url: "http://127.0.0.1:9/event".into(),
+            method: "POST".into(),
+            username: None,
+            password: None,
+        };
+        for _ in 0..5 {
+            events.clone().post(hook.clone(), Map::new());
+        }
+        assert_eq!(events.pending.load(Ordering::SeqCst), 2);
+        assert_eq!(events.dropped.load(Ordering::SeqCst), 3);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"verbhost_event_hooks_abandoned_total{cause="queue_full"} 3"#),
+            "{text}"
+        );
+        // Two queued; once one is delivered (the poster takes it off), one more fits.
+        assert!(matches!(queue.recv().await, Some(EventJob::Post(..))));
+        events.pending.fetch_sub(1, Ordering::SeqCst);
+        events.post(hook, Map::new());
+        assert_eq!(events.pending.load(Ordering::SeqCst), 2);
+        assert_eq!(events.dropped.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -4,14 +4,27 @@
 //! optional basic-auth credentials. POST sends the payload as JSON; GET sends it as query
 //! parameters (jambonz does the same). Every request has a bounded timeout; connection
 //! failures, timeouts, 429 and 5xx are retried with exponential backoff, other statuses are
-//! final. With a secret configured, each request is signed:
-//! `<signature-header>: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (the scheme
-//! jambonz and Stripe use, so existing verifiers work).
+//! final.
+//!
+//! **Delivery ids.** Each delivery (one payload to one hook) carries a fresh UUID in
+//! `Verbhost-Delivery-Id`, the same on every retry of that delivery: a retried request may
+//! already have been processed (a timeout does not say it was not), so a receiver that must
+//! act once dedupes by this id.
+//!
+//! **Signatures.** With a secret configured, each request is signed:
+//! `<signature-header>: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<signed>">` (the scheme
+//! jambonz and Stripe use, so existing verifiers work). `<signed>` is what carries the
+//! payload: the raw body of a POST, and the exact query string of a GET (what follows the
+//! `?` in the request line, as sent, without the `?`).
+//!
+//! **Answers.** Only a 2xx answer's body is read, and at most `max_response_bytes` of it: a
+//! larger `Content-Length` is refused before the body is read, and a body without one is
+//! read with a running count and abandoned once past the cap (see [`AnswerTooLarge`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use reqwest::{Client, Method, StatusCode, Url};
+use reqwest::{Client, Method, Response, StatusCode, Url};
 use serde_json::Value;
 use sha2::Sha256;
 use verbhost_runtime::Webhook;
@@ -52,9 +65,50 @@ pub(crate) enum HookError {
     #[error("{url}: {last} (after {attempts} attempt(s))")]
     Failed {
         url: String,
+        delivery_id: String,
         attempts: u32,
         last: String,
     },
+}
+
+/// The header that carries a delivery's id.
+pub(crate) const DELIVERY_ID_HEADER: &str = "Verbhost-Delivery-Id";
+
+/// A 2xx answer whose body is over `webhooks.max_response_bytes`. The hook was delivered
+/// (it is not retried), but its answer is not used: a call hook's call is refused, an
+/// actionHook's answer does not replace the application, an eventHook's is ignored anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AnswerTooLarge {
+    /// The answer's `Content-Length` is over the cap; no byte of the body was read.
+    #[error(
+        "the answer declares {declared} bytes (Content-Length), over webhooks.max_response_bytes \
+         ({limit} bytes); not read"
+    )]
+    Declared { declared: u64, limit: u64 },
+    /// The answer had no `Content-Length` (or understated it) and its body passed the cap;
+    /// it was read no further.
+    #[error("the answer passed webhooks.max_response_bytes ({limit} bytes); read no further")]
+    Streamed { limit: u64 },
+}
+
+impl AnswerTooLarge {
+    /// The `cause` label of `verbhost_hook_answers_too_large_total`.
+    pub(crate) fn cause(self) -> &'static str {
+        match self {
+            AnswerTooLarge::Declared { .. } => "content_length",
+            AnswerTooLarge::Streamed { .. } => "body",
+        }
+    }
+}
+
+impl HookError {
+    /// The delivery's id, when an attempt was made.
+    pub(crate) fn delivery_id(&self) -> Option<&str> {
+        match self {
+            HookError::Failed { delivery_id, .. } => Some(delivery_id),
+            HookError::Url { .. } | HookError::Method(_) => None,
+        }
+    }
 }
 
 /// A delivered hook's answer.
@@ -62,10 +116,12 @@ pub(crate) enum HookError {
 pub(crate) struct Delivered {
     /// The resolved URL.
     pub(crate) url: String,
+    /// The id every attempt of this delivery carried in `Verbhost-Delivery-Id`.
+    pub(crate) delivery_id: String,
     /// HTTP status (2xx).
     pub(crate) status: u16,
-    /// The response body.
-    pub(crate) body: Vec<u8>,
+    /// The response body, or why it was not read in full.
+    pub(crate) body: Result<Vec<u8>, AnswerTooLarge>,
     /// Attempts it took.
     pub(crate) attempts: u32,
 }
@@ -115,7 +171,8 @@ impl Webhooks {
         Ok(url)
     }
 
-    /// Delivers `payload` to `hook`, retrying as configured.
+    /// Delivers `payload` to `hook`, retrying as configured. Every attempt carries the same
+    /// fresh delivery id.
     pub(crate) async fn deliver(
         &self,
         hook: &Webhook,
@@ -142,13 +199,20 @@ impl Webhooks {
         } else {
             serde_json::to_vec(payload).unwrap_or_default()
         };
+        let request = Request {
+            method,
+            hook,
+            delivery_id: uuid::Uuid::new_v4().to_string(),
+            body,
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = match self.attempt(&method, &url, hook, &body).await {
+            let last = match self.attempt(&request, &url).await {
                 Ok((status, body)) if status.is_success() => {
                     return Ok(Delivered {
                         url: url.to_string(),
+                        delivery_id: request.delivery_id,
                         status: status.as_u16(),
                         body,
                         attempts,
@@ -160,6 +224,7 @@ impl Webhooks {
                     if !retry {
                         return Err(HookError::Failed {
                             url: url.to_string(),
+                            delivery_id: request.delivery_id,
                             attempts,
                             last: why,
                         });
@@ -171,51 +236,95 @@ impl Webhooks {
             if attempts > self.config.retries {
                 return Err(HookError::Failed {
                     url: url.to_string(),
+                    delivery_id: request.delivery_id,
                     attempts,
                     last,
                 });
             }
-            tracing::debug!(%url, attempts, error = %last, "hook attempt failed; retrying");
+            tracing::debug!(%url, attempts, delivery_id = %request.delivery_id, error = %last, "hook attempt failed; retrying");
             tokio::time::sleep(self.config.backoff(attempts)).await;
         }
     }
 
+    /// One attempt: the status, and for a 2xx the body (capped).
     async fn attempt(
         &self,
-        method: &Method,
+        request: &Request<'_>,
         url: &Url,
-        hook: &Webhook,
-        body: &[u8],
-    ) -> Result<(StatusCode, Vec<u8>), reqwest::Error> {
-        let mut request = self.client.request(method.clone(), url.clone());
-        if let Some(user) = &hook.username {
-            request = request.basic_auth(user, hook.password.as_deref());
+    ) -> Result<(StatusCode, Result<Vec<u8>, AnswerTooLarge>), reqwest::Error> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), url.clone())
+            .header(DELIVERY_ID_HEADER, &request.delivery_id);
+        if let Some(user) = &request.hook.username {
+            builder = builder.basic_auth(user, request.hook.password.as_deref());
         }
-        if *method == Method::POST {
-            request = request
+        if request.method == Method::POST {
+            builder = builder
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
+                .body(request.body.clone());
         }
         if let Some(secret) = &self.config.secret {
-            request = request.header(
+            // What carries the payload is what is signed: a GET's query, a POST's body.
+            let signed = if request.method == Method::GET {
+                url.query().unwrap_or_default().as_bytes()
+            } else {
+                &request.body
+            };
+            builder = builder.header(
                 self.config.signature_header.as_str(),
-                signature(secret, unix_now(), body),
+                signature(secret, unix_now(), signed),
             );
         }
-        let response = request.send().await?;
+        let mut response = builder.send().await?;
         let status = response.status();
-        let body = response.bytes().await?;
-        Ok((status, body.to_vec()))
+        if !status.is_success() {
+            // A failure's body is never used: do not read it.
+            return Ok((status, Ok(Vec::new())));
+        }
+        let body = read_capped(&mut response, self.config.max_response_bytes).await?;
+        Ok((status, body))
     }
 }
 
-/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-pub(crate) fn signature(secret: &str, t: u64, body: &[u8]) -> String {
+/// One delivery, as every attempt sends it.
+struct Request<'a> {
+    method: Method,
+    hook: &'a Webhook,
+    delivery_id: String,
+    /// The JSON body of a POST (empty for a GET).
+    body: Vec<u8>,
+}
+
+/// Reads `response`'s body, never holding more than `limit` bytes of it.
+async fn read_capped(
+    response: &mut Response,
+    limit: u64,
+) -> Result<Result<Vec<u8>, AnswerTooLarge>, reqwest::Error> {
+    let declared = response.content_length();
+    if let Some(declared) = declared
+        && declared > limit
+    {
+        return Ok(Err(AnswerTooLarge::Declared { declared, limit }));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Ok(Err(AnswerTooLarge::Streamed { limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
+}
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<signed>")>`, where `signed` is a POST's body or
+/// a GET's query string.
+pub(crate) fn signature(secret: &str, t: u64, signed: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
-    mac.update(body);
+    mac.update(signed);
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("t={t},v1={hex}")
@@ -248,11 +357,16 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
-/// The backoff before retry `n` (1-based): `backoff * 2^(n-1)`, capped at 10 s.
+/// The backoff before retry `n` (1-based): `backoff * 2^(n-1)`, capped at 10 s. Retry 0
+/// does not exist; it gets the first retry's backoff.
 pub(crate) fn backoff(base: Duration, n: u32) -> Duration {
-    base.saturating_mul(1 << (n - 1).min(16))
+    base.saturating_mul(1 << n.saturating_sub(1).min(16))
         .min(Duration::from_secs(10))
 }
+
+#[cfg(test)]
+#[path = "../../tests/support/webhooks.rs"]
+mod support;
 
 #[cfg(test)]
 mod tests {
@@ -297,5 +411,77 @@ mod tests {
         assert_eq!(backoff(base, 1), Duration::from_millis(200));
         assert_eq!(backoff(base, 3), Duration::from_millis(800));
         assert_eq!(backoff(base, 30), Duration::from_secs(10));
+        // Retry 0 does not exist; it must not underflow into the 10 s cap (or panic).
+        assert_eq!(backoff(base, 0), Duration::from_millis(200));
+    }
+
+    /// A server answering `/hook` with a 200 of `len` bytes, declared or chunked.
+    async fn big_answers(len: usize, declared: bool) -> (Url, support::BigAnswers) {
+        let answer = if declared {
+            support::Big::Declared(len)
+        } else {
+            support::Big::Chunked(len)
+        };
+        let server = support::BigAnswers::start(vec![("/hook", vec![answer])]).await;
+        (Url::parse(&server.url("/hook")).unwrap(), server)
+    }
+
+    fn capped(limit: u64) -> Webhooks {
+        Webhooks::new(WebhookConfig {
+            max_response_bytes: limit,
+            timeout_ms: 5_000,
+            ..WebhookConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_declaring_more_than_the_cap_is_refused_unread() {
+        let (url, _) = big_answers(8 << 20, true).await;
+        let delivered = capped(64 << 10)
+            .deliver(&hook(url.as_str()), None, &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!((delivered.status, delivered.attempts), (200, 1));
+        let err = delivered.body.unwrap_err();
+        assert_eq!(
+            err,
+            AnswerTooLarge::Declared {
+                declared: 8 << 20,
+                limit: 64 << 10
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("webhooks.max_response_bytes (65536 bytes)"),
+            "{err}"
+        );
+        assert_eq!(err.cause(), "content_length");
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_is_read_up_to_the_cap_only() {
+        let (url, written) = big_answers(64 << 20, false).await;
+        let delivered = capped(64 << 10)
+            .deliver(&hook(url.as_str()), None, &serde_json::json!({}))
+            .await
+            .unwrap();
+        let err = delivered.body.unwrap_err();
+        assert_eq!(err, AnswerTooLarge::Streamed { limit: 64 << 10 });
+        assert_eq!(err.cause(), "body");
+        // The host stopped reading: the server could write little more than the socket
+        // buffers hold, far from the 64 MiB it had.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = written.written();
+        assert!(sent < 16 << 20, "{sent} bytes were written");
+        // An answer of exactly the cap is read whole, chunked or declared.
+        for declared in [false, true] {
+            let (url, _) = big_answers(64 << 10, declared).await;
+            let delivered = capped(64 << 10)
+                .deliver(&hook(url.as_str()), None, &serde_json::json!({}))
+                .await
+                .unwrap();
+            assert_eq!(delivered.body.unwrap().len(), 64 << 10);
+        }
     }
 }

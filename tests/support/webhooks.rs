@@ -1,12 +1,15 @@
 //! Test support: a real HTTP webhook receiver on loopback that records every request in
-//! order and answers each path with scripted replies.
+//! order and answers each path with scripted replies, and [`BigAnswers`], a bare HTTP/1.1
+//! server that sends answers of any size (declared or chunked) without holding them.
 //!
-//! Integration tests include this file with `#[path = "support/webhooks.rs"] mod webhooks;`.
+//! Integration tests include this file with `#[path = "support/webhooks.rs"] mod webhooks;`
+//! (the host's unit tests too, with a path relative to theirs).
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,4 +165,159 @@ async fn handle(
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
         reply.body,
     )
+}
+
+/// How [`BigAnswers`] answers one request: always a 200.
+#[derive(Debug, Clone)]
+pub enum Big {
+    /// `len` spaces, sent chunked (no `Content-Length`).
+    Chunked(usize),
+    /// `len` spaces, with `Content-Length: len`.
+    Declared(usize),
+    /// This JSON text, with its `Content-Length`.
+    Json(String),
+}
+
+/// A bare HTTP/1.1 server on 127.0.0.1 for answers too big to build in memory: each request
+/// (one per connection) gets the next scripted answer of its path (the last repeats), written
+/// 64 KiB at a time until done or until the client goes away. Unscripted paths get 404.
+#[derive(Clone)]
+pub struct BigAnswers {
+    addr: SocketAddr,
+    /// Requests received, per path.
+    requests: Arc<Mutex<HashMap<String, usize>>>,
+    /// Body bytes written, over every answer.
+    written: Arc<AtomicUsize>,
+}
+
+impl BigAnswers {
+    /// Starts with an ephemeral port; `script` maps a path to its answers, used in turn.
+    pub async fn start(script: Vec<(&str, Vec<Big>)>) -> BigAnswers {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the big-answer server");
+        let server = BigAnswers {
+            addr: listener.local_addr().expect("its address"),
+            requests: Arc::default(),
+            written: Arc::default(),
+        };
+        let script: Arc<Mutex<HashMap<String, Vec<Big>>>> = Arc::new(Mutex::new(
+            script
+                .into_iter()
+                .map(|(path, answers)| (path.to_owned(), answers))
+                .collect(),
+        ));
+        let state = server.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(state.clone().answer(socket, script.clone()));
+            }
+        });
+        server
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests received for `path` so far.
+    pub fn requests(&self, path: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Body bytes written so far, over every answer.
+    pub fn written(&self) -> usize {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    async fn answer(
+        self,
+        mut socket: tokio::net::TcpStream,
+        script: Arc<Mutex<HashMap<String, Vec<Big>>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The request head (a request body, if any, is not needed).
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            if head.len() > 64 << 10 {
+                return;
+            }
+        }
+        let line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let target = line.split(' ').nth(1).unwrap_or("/");
+        let path = target.split('?').next().unwrap_or(target).to_owned();
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default() += 1;
+        let answer = match script.lock().unwrap().get_mut(&path) {
+            Some(answers) if answers.len() > 1 => Some(answers.remove(0)),
+            Some(answers) => answers.first().cloned(),
+            None => None,
+        };
+        let (head, len, chunked) = match answer {
+            None => {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                return;
+            }
+            Some(Big::Json(text)) => {
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+                return;
+            }
+            Some(Big::Declared(len)) => (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n"),
+                len,
+                false,
+            ),
+            Some(Big::Chunked(len)) => (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+                len,
+                true,
+            ),
+        };
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b' '; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let framed = if chunked {
+                [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat()
+            } else {
+                chunk[..n].to_vec()
+            };
+            if socket.write_all(&framed).await.is_err() {
+                return;
+            }
+            self.written.fetch_add(n, Ordering::Relaxed);
+            left -= n;
+        }
+        if chunked {
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        }
+    }
 }
