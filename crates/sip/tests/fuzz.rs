@@ -114,7 +114,10 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
 fn overflow_checks_are_on() {
     let max = std::hint::black_box(usize::MAX);
     let overflowed = std::panic::catch_unwind(|| std::hint::black_box(max) + 1);
-    assert!(overflowed.is_err(), "overflow checks are off in this profile");
+    assert!(
+        overflowed.is_err(),
+        "overflow checks are off in this profile"
+    );
 }
 
 #[test]
@@ -138,7 +141,7 @@ fn the_corpus_replays_without_panics() {
 #[test]
 fn mutated_captures_never_panic() {
     let seeds = corpus();
-    let mut rng = Rng(0x5EED_0F_5EED);
+    let mut rng = Rng(0x005E_ED0F_5EED);
     let mut parsed = 0usize;
     for round in 0..ITERATIONS {
         let (_, seed) = &seeds[round % seeds.len()];
@@ -270,7 +273,7 @@ fn streams_of_valid_messages_frame_back_exactly_wherever_they_are_cut() {
             bytes
         })
         .collect();
-    let mut rng = Rng(0x57_2EA3);
+    let mut rng = Rng(0x0057_2EA3);
     for round in 0..STREAMS / 4 {
         let picked: Vec<&Vec<u8>> = (0..1 + rng.below(5))
             .map(|_| &seeds[rng.below(seeds.len())])
@@ -317,7 +320,7 @@ fn mutated_streams_keep_the_framing_invariants() {
 #[test]
 fn every_corpus_file_frames_within_a_stream() {
     let corpus = corpus();
-    let mut rng = Rng(0xC0_4975);
+    let mut rng = Rng(0x00C0_4975);
     for (name, bytes) in &corpus {
         for _ in 0..50 {
             let mut stream = bytes.clone();

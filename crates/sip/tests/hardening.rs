@@ -242,6 +242,12 @@ async fn past_max_calls_new_invites_get_503_while_admitted_calls_complete() {
     let ok = peer.recv_response_to("admitted").await;
     assert_eq!(ok.status, 200);
     peer.send(to, &ack(peer.addr(), to, &ok, "z9hG4bKa1")).await;
+    // The ACK found its INVITE (by Call-ID and CSeq): the 200 is not retransmitted (Timer G
+    // would fire at T1 = 500 ms).
+    assert!(
+        peer.recv_within(Duration::from_millis(700)).await.is_none(),
+        "the 200 is retransmitted after its ACK"
+    );
 
     // The second call is refused at once, with no 100 Trying.
     let refused = invite(peer.addr(), to, "refused", "z9hG4bKi2");
@@ -327,6 +333,32 @@ fn notify_from_caller(
         remote = id.remote_tag,
         call_id = id.call_id,
     )
+}
+
+/// Item: when the application's queue of calls to accept was full, a new INVITE got 100
+/// Trying and then "486 Busy Here (no capacity)"; it gets the same stateless 503.
+#[tokio::test]
+async fn when_the_application_queue_is_full_new_invites_get_503() {
+    let endpoint = Endpoint::bind(EndpointConfig::udp(loopback()))
+        .await
+        .expect("bind");
+    let to = endpoint.local_addr();
+    let peer = RawPeer::bind().await;
+    // Nobody accepts: the queue (64 calls) fills up.
+    for i in 0..65 {
+        peer.send(
+            to,
+            &invite(peer.addr(), to, &format!("q{i}"), &format!("z9hG4bKq{i}")),
+        )
+        .await;
+    }
+    for i in 0..64 {
+        assert_eq!(first_response(&peer, &format!("q{i}")).await, 100);
+    }
+    let (status, trying, response) = first_final(&peer, "q64").await;
+    assert_eq!((status, trying), (503, false));
+    assert_eq!(response.headers.get("Retry-After"), Some("5"));
+    assert_eq!(count(&endpoint.stats().refused_no_capacity), 1);
 }
 
 /// Item: the rate of new calls is a token bucket; past it, 503 at once.

@@ -12,31 +12,31 @@ use verbhost_sip::message::{Message, Method, Request, Response, SipHeaders};
 use verbhost_sip::wire;
 
 /// A small SDP offer/answer.
-pub const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+pub(crate) const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// 127.0.0.1, any port.
-pub fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("address")
 }
 
 /// A peer scripted with a raw UDP socket.
-pub struct RawPeer {
-    pub socket: UdpSocket,
+pub(crate) struct RawPeer {
+    pub(crate) socket: UdpSocket,
 }
 
 impl RawPeer {
-    pub async fn bind() -> RawPeer {
+    pub(crate) async fn bind() -> RawPeer {
         RawPeer {
             socket: UdpSocket::bind(loopback()).await.expect("bind"),
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("addr")
     }
 
     /// The next message, or `None` when nothing arrives within `within`.
-    pub async fn recv_within(&self, within: Duration) -> Option<(Message, SocketAddr)> {
+    pub(crate) async fn recv_within(&self, within: Duration) -> Option<(Message, SocketAddr)> {
         let mut buffer = vec![0u8; 65536];
         let (n, from) = tokio::time::timeout(within, self.socket.recv_from(&mut buffer))
             .await
@@ -49,13 +49,13 @@ impl RawPeer {
     }
 
     /// The next message (5 s at most).
-    pub async fn recv(&self) -> (Message, SocketAddr) {
+    pub(crate) async fn recv(&self) -> (Message, SocketAddr) {
         self.recv_within(Duration::from_secs(5))
             .await
             .expect("a message in time")
     }
 
-    pub async fn recv_request(&self) -> (Request, SocketAddr) {
+    pub(crate) async fn recv_request(&self) -> (Request, SocketAddr) {
         loop {
             if let (Message::Request(request), from) = self.recv().await {
                 return (request, from);
@@ -64,7 +64,7 @@ impl RawPeer {
     }
 
     /// The next request with `method`, skipping anything else (retransmissions included).
-    pub async fn recv_method(&self, method: Method) -> (Request, SocketAddr) {
+    pub(crate) async fn recv_method(&self, method: Method) -> (Request, SocketAddr) {
         loop {
             let (request, from) = self.recv_request().await;
             if request.method == method {
@@ -74,7 +74,7 @@ impl RawPeer {
     }
 
     /// The next response whose Call-ID is `call_id`, skipping anything else.
-    pub async fn recv_response_to(&self, call_id: &str) -> Response {
+    pub(crate) async fn recv_response_to(&self, call_id: &str) -> Response {
         loop {
             if let (Message::Response(response), _) = self.recv().await
                 && response.call_id() == Some(call_id)
@@ -84,7 +84,7 @@ impl RawPeer {
         }
     }
 
-    pub async fn send(&self, to: SocketAddr, text: &str) {
+    pub(crate) async fn send(&self, to: SocketAddr, text: &str) {
         self.socket
             .send_to(text.as_bytes(), to)
             .await
@@ -92,7 +92,7 @@ impl RawPeer {
     }
 
     /// Answers `request` with `status`, built the way the stack builds its own responses.
-    pub async fn respond(&self, to: SocketAddr, request: &Request, status: u16) {
+    pub(crate) async fn respond(&self, to: SocketAddr, request: &Request, status: u16) {
         let response = Response::to(request, status, None);
         self.socket
             .send_to(&response.to_bytes(), to)
@@ -100,7 +100,7 @@ impl RawPeer {
             .expect("send");
     }
 
-    pub async fn expect_status(&self) -> u16 {
+    pub(crate) async fn expect_status(&self) -> u16 {
         match self.recv().await.0 {
             Message::Response(response) => response.status,
             Message::Request(request) => panic!("expected a response, got {}", request.method),
@@ -110,7 +110,9 @@ impl RawPeer {
 
 /// The endpoint calls a raw peer, which answers 200 and receives the ACK: the peer, the call,
 /// Call-ID, our tag and our address.
-pub async fn answered_call(endpoint: &Endpoint) -> (RawPeer, Call, String, String, SocketAddr) {
+pub(crate) async fn answered_call(
+    endpoint: &Endpoint,
+) -> (RawPeer, Call, String, String, SocketAddr) {
     let peer = RawPeer::bind().await;
     let target = format!("sip:bob@{}", peer.addr());
     let endpoint = endpoint.clone();
@@ -138,7 +140,7 @@ pub async fn answered_call(endpoint: &Endpoint) -> (RawPeer, Call, String, Strin
 
 /// An in-dialog NOTIFY from the raw peer (tag `bob1`) to us (tag `alice_tag`).
 #[allow(clippy::too_many_arguments)]
-pub fn notify(
+pub(crate) fn notify(
     call_id: &str,
     alice_tag: &str,
     peer: SocketAddr,
@@ -155,7 +157,7 @@ pub fn notify(
 }
 
 /// A new INVITE from the raw peer at `peer` to the endpoint at `to`.
-pub fn invite(peer: SocketAddr, to: SocketAddr, call_id: &str, branch: &str) -> String {
+pub(crate) fn invite(peer: SocketAddr, to: SocketAddr, call_id: &str, branch: &str) -> String {
     format!(
         "INVITE sip:verbhost@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bob@{peer}>;tag=bob-{call_id}\r\nTo: <sip:verbhost@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{peer}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
         len = SDP.len(),
@@ -164,7 +166,7 @@ pub fn invite(peer: SocketAddr, to: SocketAddr, call_id: &str, branch: &str) -> 
 }
 
 /// The ACK for a response to [`invite`]: same branch for a non-2xx, a new one for a 2xx.
-pub fn ack(peer: SocketAddr, to: SocketAddr, response: &Response, branch: &str) -> String {
+pub(crate) fn ack(peer: SocketAddr, to: SocketAddr, response: &Response, branch: &str) -> String {
     format!(
         "ACK sip:verbhost@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to_header}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         from = response.headers.get("From").expect("From"),
@@ -175,19 +177,19 @@ pub fn ack(peer: SocketAddr, to: SocketAddr, response: &Response, branch: &str) 
 
 /// A call answered by a raw peer, with a REFER sent in it and received by the peer (not
 /// answered yet).
-pub struct Referred {
-    pub endpoint: Endpoint,
-    pub peer: RawPeer,
-    pub call: Call,
-    pub call_id: String,
-    pub tag: String,
-    pub from: SocketAddr,
-    pub refer: Request,
-    pub referring: tokio::task::JoinHandle<Result<ReferAnswer, ReferFailure>>,
+pub(crate) struct Referred {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) peer: RawPeer,
+    pub(crate) call: Call,
+    pub(crate) call_id: String,
+    pub(crate) tag: String,
+    pub(crate) from: SocketAddr,
+    pub(crate) refer: Request,
+    pub(crate) referring: tokio::task::JoinHandle<Result<ReferAnswer, ReferFailure>>,
 }
 
 /// [`Referred`] on an endpoint bound with `config`.
-pub async fn referred_call_with(config: EndpointConfig) -> Referred {
+pub(crate) async fn referred_call_with(config: EndpointConfig) -> Referred {
     let endpoint = Endpoint::bind(config).await.expect("bind");
     let (peer, call, call_id, tag, from) = answered_call(&endpoint).await;
     let referring = {
@@ -211,6 +213,6 @@ pub async fn referred_call_with(config: EndpointConfig) -> Referred {
 }
 
 /// [`Referred`] on a UDP endpoint with the default configuration.
-pub async fn referred_call() -> Referred {
+pub(crate) async fn referred_call() -> Referred {
     referred_call_with(EndpointConfig::udp(loopback())).await
 }
