@@ -103,7 +103,9 @@ impl Gate {
     /// The `Retry-After` value: whole seconds, rounded up, at least 1.
     pub(crate) fn retry_after_secs(&self) -> u64 {
         let retry = self.config.retry_after;
-        let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+        let secs = retry
+            .as_secs()
+            .saturating_add(u64::from(retry.subsec_nanos() > 0));
         secs.max(1)
     }
 }
@@ -188,5 +190,13 @@ mod tests {
         );
         assert_eq!(zero.check(1_000_000, start, start), Ok(()));
         assert_eq!(zero.retry_after_secs(), 1);
+        let forever = Gate::new(
+            Admission {
+                retry_after: Duration::MAX,
+                ..config()
+            },
+            start,
+        );
+        assert_eq!(forever.retry_after_secs(), u64::MAX);
     }
 }

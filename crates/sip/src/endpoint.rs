@@ -170,6 +170,11 @@ pub struct Stats {
     /// TCP connections closed because their stream could not be framed (bad or oversized
     /// Content-Length, a head over the size cap).
     pub tcp_unframeable: AtomicU64,
+    /// Messages not sent on TCP because the peer does not read: its send queue was full.
+    pub tcp_send_queue_full: AtomicU64,
+    /// TCP connections closed because the peer did not take a message within
+    /// `message_timeout`.
+    pub tcp_write_timeouts: AtomicU64,
 }
 
 /// A SIP endpoint on one transport.

@@ -51,8 +51,9 @@ pub struct TcpLimits {
     /// Most connections accepted at once from one IP address. Default 100 (an SBC or proxy
     /// uses a handful).
     pub max_connections_per_ip: Option<usize>,
-    /// A connection that has sent part of a message but not all of it within this time is
-    /// closed (slowloris). Default 10 s.
+    /// How long one message may take on a connection, either way: one that has sent part of a
+    /// message but not all of it within this time is closed (slowloris), and so is one that
+    /// does not take a message we send within it (a peer that stops reading). Default 10 s.
     pub message_timeout: Option<Duration>,
     /// A connection on which the peer has sent nothing for this long is closed. Any bytes
     /// count, so RFC 5626 CRLF keep-alives keep it open. Default 1 hour: longer than the usual
@@ -88,16 +89,36 @@ pub(crate) enum Sender {
     Tcp(TcpSender),
 }
 
+/// Messages queued for one connection's writer. A peer that stops reading fills it, and what
+/// we send it next fails at once instead of piling up in memory.
+const WRITE_QUEUE: usize = 64;
+
 /// The open TCP connections: a writer per peer address, and how many of them we accepted,
 /// in all and per IP address (connections we opened are not counted against the limits).
 #[derive(Default)]
 struct Connections {
-    writers: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    writers: HashMap<SocketAddr, Writer>,
+    /// The id of the next connection.
+    next_id: u64,
     accepted: usize,
     accepted_from: HashMap<IpAddr, usize>,
 }
 
+/// The queue of one connection's writer task; the id tells a connection from a newer one to
+/// the same peer address.
+struct Writer {
+    id: u64,
+    queue: mpsc::Sender<Vec<u8>>,
+}
+
 impl Connections {
+    /// Forgets connection `id`'s writer, unless a newer connection to `peer` replaced it.
+    fn forget(&mut self, peer: SocketAddr, id: u64) {
+        if self.writers.get(&peer).is_some_and(|w| w.id == id) {
+            self.writers.remove(&peer);
+        }
+    }
+
     /// Counts a connection accepted from `ip`, or says which limit it is over.
     fn admit(&mut self, ip: IpAddr, limits: &TcpLimits) -> Result<(), TcpRefusal> {
         if limits
@@ -161,12 +182,22 @@ fn bump(counter: &AtomicU64) {
 
 impl TcpSender {
     async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
-        let existing = self.lock().writers.get(&to).cloned();
-        if let Some(writer) = existing
-            && writer.send(bytes.clone()).is_ok()
-        {
-            return Ok(());
-        }
+        let existing = self.lock().writers.get(&to).map(|w| w.queue.clone());
+        let bytes = match existing {
+            None => bytes,
+            Some(writer) => match writer.try_send(bytes) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    bump(&self.stats.tcp_send_queue_full);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!("{to} does not read: {WRITE_QUEUE} messages wait to be sent"),
+                    ));
+                }
+                // The connection has closed: open a new one.
+                Err(mpsc::error::TrySendError::Closed(bytes)) => bytes,
+            },
+        };
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to))
             .await
             .map_err(|_| {
@@ -177,7 +208,7 @@ impl TcpSender {
             })??;
         let writer = self.adopt(stream, to, false);
         writer
-            .send(bytes)
+            .try_send(bytes)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection closed"))
     }
 
@@ -198,27 +229,50 @@ impl TcpSender {
 
     /// Starts the reader and writer tasks of a connection and registers it under `peer`.
     /// `accepted` connections release their place in the limits when they close.
-    fn adopt(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        accepted: bool,
-    ) -> mpsc::UnboundedSender<Vec<u8>> {
+    fn adopt(&self, stream: TcpStream, peer: SocketAddr, accepted: bool) -> mpsc::Sender<Vec<u8>> {
         let (mut read, mut write) = stream.into_split();
-        let (writer, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.lock().writers.insert(peer, writer.clone());
+        let (writer, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let id = {
+            let mut connections = self.lock();
+            let id = connections.next_id;
+            connections.next_id += 1;
+            let queue = writer.clone();
+            connections.writers.insert(peer, Writer { id, queue });
+            id
+        };
+        // Set when the writer stops: the reader then stops too, so a peer that does not read
+        // cannot keep sending requests we cannot answer.
+        let writer_gone = Arc::new(tokio::sync::Notify::new());
+        let this = self.clone();
+        let gone = writer_gone.clone();
         tokio::spawn(async move {
             while let Some(bytes) = queue.recv().await {
-                if write.write_all(&bytes).await.is_err() {
+                let written = match this.limits.message_timeout {
+                    Some(limit) => tokio::time::timeout(limit, write.write_all(&bytes))
+                        .await
+                        .unwrap_or_else(|_| {
+                            bump(&this.stats.tcp_write_timeouts);
+                            Err(std::io::ErrorKind::TimedOut.into())
+                        }),
+                    None => write.write_all(&bytes).await,
+                };
+                if written.is_err() {
                     break;
                 }
             }
+            // Nothing more goes out on this connection (dropping the write half sends FIN);
+            // the next message to the peer opens a new one.
+            this.lock().forget(peer, id);
+            gone.notify_one();
         });
         let this = self.clone();
         tokio::spawn(async move {
-            this.read_messages(&mut read, peer).await;
+            tokio::select! {
+                () = this.read_messages(&mut read, peer) => {}
+                () = writer_gone.notified() => {}
+            }
             let mut connections = this.lock();
-            connections.writers.remove(&peer);
+            connections.forget(peer, id);
             if accepted {
                 connections.release(peer.ip());
             }

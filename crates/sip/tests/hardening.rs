@@ -736,3 +736,80 @@ async fn idle_tcp_connections_are_closed_but_keep_alives_keep_them_open() {
     );
     assert_eq!(count(&endpoint.stats().tcp_idle_timeouts), 1);
 }
+
+/// Sends `count` OPTIONS with big answers (each answer copies the request's 40 long Via
+/// headers, about 4 KB) on `write` without reading; returns how many went out before the
+/// endpoint closed the connection, and the write half, still open.
+async fn flood_without_reading(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    to: SocketAddr,
+    count: usize,
+) -> (usize, tokio::net::tcp::OwnedWriteHalf) {
+    let vias: String = (0..40)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKv{i};x={}\r\n",
+                "p".repeat(80)
+            )
+        })
+        .collect();
+    for i in 0..count {
+        let text = format!(
+            "OPTIONS sip:verbhost@{to} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKw{i}\r\n{vias}Max-Forwards: 70\r\nFrom: <sip:p@127.0.0.1>;tag=w\r\nTo: <sip:verbhost@{to}>\r\nCall-ID: w{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return (i, write);
+        }
+    }
+    (count, write)
+}
+
+/// Whether reading `read` reaches the end of the stream (or an error) within `within`.
+async fn reaches_eof_within(read: &mut tokio::net::tcp::OwnedReadHalf, within: Duration) -> bool {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, read.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A peer that sends requests but never reads the answers made the endpoint queue them
+/// without bound. The queue is bounded, and a connection whose peer takes nothing within the
+/// message timeout is closed; other connections are served meanwhile.
+#[tokio::test]
+async fn a_tcp_peer_that_does_not_read_is_cut_off() {
+    let endpoint = Endpoint::bind(tcp_config(TcpLimits {
+        message_timeout: Some(Duration::from_millis(500)),
+        idle_timeout: None,
+        ..TcpLimits::default()
+    }))
+    .await
+    .expect("bind");
+    let to = endpoint.local_addr();
+    let (mut read, write) = connect_from("127.0.0.1", to).await.into_split();
+    let flooding = tokio::spawn(flood_without_reading(write, to, 5_000));
+    // Wait until the endpoint gives up on the writer (bounded).
+    for _ in 0..100 {
+        if count(&endpoint.stats().tcp_write_timeouts) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&endpoint.stats().tcp_write_timeouts), 1);
+    assert!(
+        reaches_eof_within(&mut read, Duration::from_secs(10)).await,
+        "the connection of a peer that does not read stays open"
+    );
+    let (sent, _still_open) = flooding.await.expect("task");
+    assert!(sent > 0);
+    let mut honest = connect_from("127.0.0.1", to).await;
+    assert!(
+        options_on(&mut honest, to, "z9hG4bKafter")
+            .await
+            .starts_with("SIP/2.0 200")
+    );
+}
