@@ -1,6 +1,8 @@
-//! Wire hygiene around rsip: framing by Content-Length, a normalising pre-pass (folded
+//! Wire hygiene around rsip: framing by Content-Length ([`frame`] for one buffer,
+//! [`StreamFramer`] for a TCP stream as it arrives), a normalising pre-pass (folded
 //! headers unfolded, compact names expanded, LF-only lines accepted, `Name :` spacing
-//! tolerated), a size cap, mandatory-header checks, then rsip's parse. What comes out is a
+//! tolerated), a size cap (a Content-Length past it is refused before any arithmetic on it),
+//! mandatory-header checks, then rsip's parse. What comes out is a
 //! [`Message`] of our own types; what does not parse comes out as a [`ParseError`] that names
 //! the cause, and [`error_response`] answers it when the request can be answered at all.
 //!
