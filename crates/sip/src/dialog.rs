@@ -5,6 +5,43 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::message::{Headers, Method, Request, Response, SipHeaders, addr_uri, param};
 
+/// Why a request's CSeq is not accepted in a dialog ([`Dialog::accept_remote_cseq`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CSeqError {
+    /// No CSeq header, or not a number and a method.
+    #[error("the request has no valid CSeq")]
+    Missing,
+    /// Lower than the last CSeq the peer used in the dialog (RFC 3261 §12.2.2).
+    #[error("CSeq {got} is lower than the last one in the dialog ({last})")]
+    OutOfOrder {
+        /// The request's CSeq number.
+        got: u32,
+        /// The last one accepted.
+        last: u32,
+    },
+}
+
+impl CSeqError {
+    /// The status to answer the request with: 400 without a CSeq, 500 for an old one.
+    pub fn status(&self) -> u16 {
+        match self {
+            CSeqError::Missing => 400,
+            CSeqError::OutOfOrder { .. } => 500,
+        }
+    }
+}
+
+/// Why [`ReferSubscriptions::next_event`] has no event to give, ever again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    /// No REFER with this CSeq was sent in the dialog (or the dialog is gone).
+    #[error("no subscription for REFER {0}")]
+    Unknown(u32),
+    /// The subscription has ended and every event was read.
+    #[error("the subscription of REFER {0} has ended and every event was read")]
+    Ended(u32),
+}
+
 /// What identifies a dialog: Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
@@ -178,14 +215,15 @@ impl Dialog {
     }
 
     /// Checks a request from the peer against the remote CSeq (RFC 3261 §12.2.2): a lower one
-    /// is answered 500. ACK and CANCEL reuse their INVITE's CSeq and are not checked.
-    pub fn accept_remote_cseq(&mut self, request: &Request) -> Result<(), u16> {
+    /// is refused (answer it with [`CSeqError::status`], 500). ACK and CANCEL reuse their
+    /// INVITE's CSeq and are not checked.
+    pub fn accept_remote_cseq(&mut self, request: &Request) -> Result<(), CSeqError> {
         if matches!(request.method, Method::Ack | Method::Cancel) {
             return Ok(());
         }
-        let seq = request.cseq().map(|c| c.seq).ok_or(400u16)?;
+        let seq = request.cseq().map(|c| c.seq).ok_or(CSeqError::Missing)?;
         match self.remote_cseq {
-            Some(last) if seq < last => Err(500),
+            Some(last) if seq < last => Err(CSeqError::OutOfOrder { got: seq, last }),
             _ => {
                 self.remote_cseq = Some(seq);
                 Ok(())
@@ -247,10 +285,26 @@ enum SubState {
     Ended,
 }
 
+/// Most events queued for the consumer per subscription. A real transfer sends 2 to 6
+/// NOTIFYs (100 Trying, 180 Ringing, maybe 183, the final one) and the consumer reads each as
+/// it comes, so a full queue means a flood: the oldest queued progress is then dropped for the
+/// newest (only the latest progress matters), and the final NOTIFY is always queued.
+pub const MAX_QUEUED_EVENTS: usize = 8;
+
+/// Most progress (non-final) NOTIFYs delivered per subscription over its whole life: five
+/// times what a real transfer sends. Past it they are answered 200 (so a sane peer does not
+/// retransmit) and counted, not delivered; the final NOTIFY is always delivered. This also
+/// bounds the consumer's work (the plugin's host calls) whatever the peer sends.
+pub const MAX_PROGRESS_NOTIFIES: usize = 32;
+
 #[derive(Debug)]
 struct Subscription {
     state: SubState,
     events: VecDeque<SubscriptionEvent>,
+    /// The last NOTIFY queued, to recognise a repeat of it.
+    last: Option<SubscriptionEvent>,
+    /// Progress NOTIFYs queued so far.
+    progress: usize,
 }
 
 /// The REFER subscriptions of one dialog, keyed by the REFER's CSeq number.
@@ -265,6 +319,14 @@ pub struct ReferSubscriptions {
 pub enum NotifyVerdict {
     /// 200: delivered to the REFER with this id.
     Accept(u32),
+    /// 200, delivered, and the oldest queued progress event was dropped to make room
+    /// ([`MAX_QUEUED_EVENTS`]).
+    Coalesced(u32),
+    /// 200, not delivered: the same Subscription-State, Content-Type and body as the previous
+    /// NOTIFY of the subscription.
+    Duplicate(u32),
+    /// 200, not delivered: past [`MAX_PROGRESS_NOTIFIES`].
+    Excess(u32),
     /// 489 Bad Event: not the refer package.
     BadEvent,
     /// 481: no such live subscription.
@@ -280,6 +342,8 @@ impl ReferSubscriptions {
             Subscription {
                 state: SubState::Pending,
                 events: VecDeque::new(),
+                last: None,
+                progress: 0,
             },
         );
         self.order.push(refer_id);
@@ -295,7 +359,7 @@ impl ReferSubscriptions {
         let no_sub = response
             .headers
             .get("Refer-Sub")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+            .is_some_and(refer_sub_is_false);
         sub.state = match (accepted, no_sub, sub.state) {
             (true, false, SubState::Pending) => SubState::Active,
             (true, false, state) => state,
@@ -311,7 +375,10 @@ impl ReferSubscriptions {
     }
 
     /// Matches a NOTIFY to a subscription and queues it (once: retransmissions are caught
-    /// by the transaction layer before this).
+    /// by the transaction layer before this). A repeat of the previous NOTIFY is not queued,
+    /// and the queue and the progress delivered are bounded ([`MAX_QUEUED_EVENTS`],
+    /// [`MAX_PROGRESS_NOTIFIES`]); the final NOTIFY (`Subscription-State: terminated`) is
+    /// always queued.
     pub fn on_notify(&mut self, notify: &Request) -> NotifyVerdict {
         let Some(event) = notify.headers.get("Event").and_then(Event::parse) else {
             return NotifyVerdict::BadEvent;
@@ -341,15 +408,33 @@ impl ReferSubscriptions {
             .as_deref()
             .and_then(verbhost_common::subscription::parse)
             .is_some_and(|s| s.status == verbhost_common::subscription::Status::Terminated);
-        sub.events.push_back(SubscriptionEvent::Notify {
+        let event = SubscriptionEvent::Notify {
             state,
             content_type: notify.headers.get("Content-Type").map(str::to_owned),
             body: notify.body.clone(),
-        });
+        };
+        if sub.last.as_ref() == Some(&event) {
+            return NotifyVerdict::Duplicate(refer_id);
+        }
         if terminated {
             sub.state = SubState::Ended;
+            sub.last = Some(event.clone());
+            sub.events.push_back(event);
+            return NotifyVerdict::Accept(refer_id);
         }
-        NotifyVerdict::Accept(refer_id)
+        if sub.progress >= MAX_PROGRESS_NOTIFIES {
+            return NotifyVerdict::Excess(refer_id);
+        }
+        sub.progress += 1;
+        sub.last = Some(event.clone());
+        // Everything queued is progress: the final NOTIFY and DialogEnded end the subscription.
+        let coalesced = sub.events.len() >= MAX_QUEUED_EVENTS && sub.events.pop_front().is_some();
+        sub.events.push_back(event);
+        if coalesced {
+            NotifyVerdict::Coalesced(refer_id)
+        } else {
+            NotifyVerdict::Accept(refer_id)
+        }
     }
 
     /// The dialog ended: every live subscription learns it after what it already has.
@@ -362,17 +447,31 @@ impl ReferSubscriptions {
         }
     }
 
-    /// The next queued event of `refer_id`; `Err(())` when the id is unknown or the
-    /// subscription has ended with nothing left to read.
-    #[allow(clippy::result_unit_err)]
-    pub fn next_event(&mut self, refer_id: u32) -> Result<Option<SubscriptionEvent>, ()> {
-        let sub = self.subs.get_mut(&refer_id).ok_or(())?;
+    /// The next queued event of `refer_id`, `Ok(None)` when none is queued yet, or why none
+    /// will ever come (the id is unknown, or the subscription has ended and was read).
+    pub fn next_event(
+        &mut self,
+        refer_id: u32,
+    ) -> Result<Option<SubscriptionEvent>, SubscriptionError> {
+        let sub = self
+            .subs
+            .get_mut(&refer_id)
+            .ok_or(SubscriptionError::Unknown(refer_id))?;
         match sub.events.pop_front() {
             Some(event) => Ok(Some(event)),
-            None if sub.state == SubState::Ended => Err(()),
+            None if sub.state == SubState::Ended => Err(SubscriptionError::Ended(refer_id)),
             None => Ok(None),
         }
     }
+}
+
+/// Whether a `Refer-Sub` value says no subscription (RFC 4488: `refer-sub-value *(SEMI
+/// exten)`, so `false;x=1` is false too; the token is compared case-insensitively).
+fn refer_sub_is_false(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|token| token.trim().eq_ignore_ascii_case("false"))
 }
 
 #[cfg(test)]
@@ -489,7 +588,9 @@ Content-Length: 0
         };
         assert_eq!(Dialog::id_of_incoming(&notify(11)), Some(dialog.id.clone()));
         assert_eq!(dialog.accept_remote_cseq(&notify(11)), Ok(()));
-        assert_eq!(dialog.accept_remote_cseq(&notify(9)), Err(500));
+        let old = dialog.accept_remote_cseq(&notify(9));
+        assert_eq!(old, Err(CSeqError::OutOfOrder { got: 9, last: 11 }));
+        assert_eq!(old.map_err(|e| e.status()), Err(500));
     }
 
     #[test]
@@ -577,7 +678,11 @@ Content-Length: 0
                 "SIP/2.0 200 OK"
             ]
         );
-        assert_eq!(subs.next_event(2), Err(()), "ended and drained");
+        assert_eq!(
+            subs.next_event(2),
+            Err(SubscriptionError::Ended(2)),
+            "ended and drained"
+        );
     }
 
     #[test]
@@ -614,7 +719,153 @@ Content-Length: 0
             Ok(Some(SubscriptionEvent::Notify { .. }))
         ));
         assert_eq!(subs.next_event(3), Ok(Some(SubscriptionEvent::DialogEnded)));
-        assert_eq!(subs.next_event(3), Err(()));
-        assert_eq!(subs.next_event(9), Err(()));
+        assert_eq!(subs.next_event(3), Err(SubscriptionError::Ended(3)));
+        assert_eq!(subs.next_event(9), Err(SubscriptionError::Unknown(9)));
+    }
+
+    fn drain(subs: &mut ReferSubscriptions, refer_id: u32) -> Vec<SubscriptionEvent> {
+        let mut events = Vec::new();
+        while let Ok(Some(event)) = subs.next_event(refer_id) {
+            events.push(event);
+        }
+        events
+    }
+
+    fn body_of(event: &SubscriptionEvent) -> String {
+        match event {
+            SubscriptionEvent::Notify { body, .. } => String::from_utf8_lossy(body).into_owned(),
+            SubscriptionEvent::DialogEnded => "(dialog ended)".into(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_notify_is_answered_but_queued_once() {
+        let mut subs = ReferSubscriptions::default();
+        subs.refer_sent(2);
+        let trying = notify("Event: refer;id=2\n", "active", "SIP/2.0 100 Trying");
+        assert_eq!(subs.on_notify(&trying), NotifyVerdict::Accept(2));
+        for _ in 0..4 {
+            assert_eq!(subs.on_notify(&trying), NotifyVerdict::Duplicate(2));
+        }
+        assert_eq!(drain(&mut subs, 2).len(), 1);
+        // Once read, the same NOTIFY again is still a repeat of the last one.
+        subs.on_notify(&trying);
+        assert_eq!(drain(&mut subs, 2).len(), 0);
+        // Another state with the same body is news.
+        subs.on_notify(&notify(
+            "Event: refer;id=2\n",
+            "pending",
+            "SIP/2.0 100 Trying",
+        ));
+        subs.on_notify(&notify(
+            "Event: refer;id=2\n",
+            "pending",
+            "SIP/2.0 180 Ringing",
+        ));
+        assert_eq!(drain(&mut subs, 2).len(), 2);
+    }
+
+    #[test]
+    fn a_notify_flood_is_bounded_and_the_final_notify_is_never_lost() {
+        let mut subs = ReferSubscriptions::default();
+        subs.refer_sent(2);
+        let mut verdicts = Vec::new();
+        for i in 0..10_000 {
+            verdicts.push(subs.on_notify(&notify(
+                "Event: refer;id=2\n",
+                "active",
+                &format!("SIP/2.0 180 Ringing {i}"),
+            )));
+        }
+        let counted =
+            |wanted: fn(&NotifyVerdict) -> bool| verdicts.iter().filter(|v| wanted(v)).count();
+        assert_eq!(
+            counted(|v| matches!(v, NotifyVerdict::Accept(2))),
+            MAX_QUEUED_EVENTS
+        );
+        assert_eq!(
+            counted(|v| matches!(v, NotifyVerdict::Coalesced(2))),
+            MAX_PROGRESS_NOTIFIES - MAX_QUEUED_EVENTS
+        );
+        assert_eq!(
+            counted(|v| matches!(v, NotifyVerdict::Excess(2))),
+            10_000 - MAX_PROGRESS_NOTIFIES
+        );
+        assert_eq!(
+            subs.on_notify(&notify(
+                "Event: refer;id=2\n",
+                "terminated;reason=noresource",
+                "SIP/2.0 200 OK"
+            )),
+            NotifyVerdict::Accept(2),
+            "the final NOTIFY is queued even past every limit"
+        );
+        let events = drain(&mut subs, 2);
+        assert!(events.len() <= 9, "{} queued", events.len());
+        assert_eq!(
+            events.last().map(body_of).as_deref(),
+            Some("SIP/2.0 200 OK")
+        );
+        // A full queue keeps the newest progress (up to the limit on progress).
+        assert_eq!(events.len(), MAX_QUEUED_EVENTS + 1);
+        assert_eq!(
+            events.iter().rev().nth(1).map(body_of).as_deref(),
+            Some("SIP/2.0 180 Ringing 31")
+        );
+        assert_eq!(subs.next_event(2).ok(), None, "ended and drained");
+    }
+
+    #[test]
+    fn a_consumer_that_keeps_up_still_sees_a_bounded_number_of_notifies() {
+        let mut subs = ReferSubscriptions::default();
+        subs.refer_sent(2);
+        let mut seen = 0;
+        for i in 0..10_000 {
+            subs.on_notify(&notify(
+                "Event: refer;id=2\n",
+                "active",
+                &format!("SIP/2.0 180 Ringing {i}"),
+            ));
+            seen += drain(&mut subs, 2).len();
+        }
+        subs.on_notify(&notify(
+            "Event: refer;id=2\n",
+            "terminated",
+            "SIP/2.0 486 Busy Here",
+        ));
+        let rest = drain(&mut subs, 2);
+        assert_eq!(
+            rest.last().map(body_of).as_deref(),
+            Some("SIP/2.0 486 Busy Here")
+        );
+        seen += rest.len();
+        assert!(seen <= 33, "{seen} events delivered");
+    }
+
+    #[test]
+    fn refer_sub_false_with_extension_parameters_means_no_subscription() {
+        for value in ["false;x=1", "FALSE ; x=1", " False", "false;"] {
+            let mut subs = ReferSubscriptions::default();
+            subs.refer_sent(2);
+            let no_sub = response(&format!(
+                "SIP/2.0 202 Accepted\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\nFrom: <sip:a@h>;tag=a1\nTo: <sip:b@h>;tag=b1\nCall-ID: c1\nCSeq: 2 REFER\nRefer-Sub: {value}\nContent-Length: 0\n\n"
+            ));
+            subs.refer_answered(2, &no_sub);
+            assert_eq!(
+                subs.on_notify(&notify("Event: refer;id=2\n", "active", "")),
+                NotifyVerdict::NoSubscription,
+                "Refer-Sub: {value}"
+            );
+        }
+        let mut subs = ReferSubscriptions::default();
+        subs.refer_sent(2);
+        let with_sub = response(
+            "SIP/2.0 202 Accepted\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\nFrom: <sip:a@h>;tag=a1\nTo: <sip:b@h>;tag=b1\nCall-ID: c1\nCSeq: 2 REFER\nRefer-Sub: true;x=false\nContent-Length: 0\n\n",
+        );
+        subs.refer_answered(2, &with_sub);
+        assert_eq!(
+            subs.on_notify(&notify("Event: refer;id=2\n", "active", "")),
+            NotifyVerdict::Accept(2)
+        );
     }
 }

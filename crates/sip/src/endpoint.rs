@@ -2,8 +2,8 @@
 //! drives the sans-IO state machines from the transport, from API calls and from its timers.
 //! [`Call`] handles talk to it over a channel.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::dialog::{Dialog, DialogId, NotifyVerdict, ReferSubscriptions, SubscriptionEvent};
+pub use crate::admission::Admission;
+pub use crate::transport::TcpLimits;
+
+use crate::admission::{Gate, Refusal};
+use crate::dialog::{
+    Dialog, DialogId, NotifyVerdict, ReferSubscriptions, SubscriptionError, SubscriptionEvent,
+};
 use crate::message::{Headers, Message, Method, Request, Response, SipHeaders, addr_uri};
 use crate::transaction::{
     ClientEvent, ClientInvite, ClientNonInvite, InviteClientEvent, ServerEvent, ServerInvite,
@@ -34,6 +40,10 @@ pub struct EndpointConfig {
     /// How long after a BYE a NOTIFY is still accepted and counted, so a final NOTIFY that
     /// lands on the heels of the BYE is not lost.
     pub bye_grace: Duration,
+    /// Which new calls are taken when the endpoint is loaded (caps, rate, queue delay).
+    pub admission: Admission,
+    /// Limits on TCP connections (ignored on UDP).
+    pub tcp: TcpLimits,
 }
 
 impl EndpointConfig {
@@ -45,6 +55,8 @@ impl EndpointConfig {
             timers: Timers::default(),
             contact_user: "verbhost".into(),
             bye_grace: Duration::from_millis(300),
+            admission: Admission::default(),
+            tcp: TcpLimits::default(),
         }
     }
 
@@ -129,6 +141,40 @@ pub struct Stats {
     pub rejected: AtomicU64,
     /// Retransmitted requests answered from a transaction's cache.
     pub retransmissions: AtomicU64,
+    /// NOTIFYs answered 200 but not queued: the same Subscription-State, Content-Type and
+    /// body as the subscription's previous NOTIFY.
+    pub notify_duplicates: AtomicU64,
+    /// Progress NOTIFYs answered 200 but not delivered: past the per-subscription limit.
+    pub notify_excess: AtomicU64,
+    /// Queued progress NOTIFYs dropped to make room for a newer one (the queue was full).
+    pub notify_coalesced: AtomicU64,
+    /// New INVITEs refused 503: `max_calls` calls were in progress.
+    pub refused_max_calls: AtomicU64,
+    /// New INVITEs refused 503: over `max_calls_per_sec`.
+    pub refused_rate: AtomicU64,
+    /// New INVITEs refused 503: they waited longer than `max_queue_delay` to be read.
+    pub refused_queue_delay: AtomicU64,
+    /// New INVITEs refused 503: the application's queue of calls to accept was full (or
+    /// nobody accepts calls).
+    pub refused_no_capacity: AtomicU64,
+    /// Inbound calls dropped by the application without an answer, answered 500 for it.
+    pub unanswered_calls: AtomicU64,
+    /// TCP connections closed at once: `max_connections` were open.
+    pub tcp_refused_max: AtomicU64,
+    /// TCP connections closed at once: `max_connections_per_ip` were open from that address.
+    pub tcp_refused_per_ip: AtomicU64,
+    /// TCP connections closed because a message stayed incomplete past `message_timeout`.
+    pub tcp_message_timeouts: AtomicU64,
+    /// TCP connections closed after `idle_timeout` without traffic.
+    pub tcp_idle_timeouts: AtomicU64,
+    /// TCP connections closed because their stream could not be framed (bad or oversized
+    /// Content-Length, a head over the size cap).
+    pub tcp_unframeable: AtomicU64,
+    /// Messages not sent on TCP because the peer does not read: its send queue was full.
+    pub tcp_send_queue_full: AtomicU64,
+    /// TCP connections closed because the peer did not take a message within
+    /// `message_timeout`.
+    pub tcp_write_timeouts: AtomicU64,
 }
 
 /// A SIP endpoint on one transport.
@@ -141,14 +187,31 @@ pub struct Endpoint {
     stats: Arc<Stats>,
 }
 
-/// An INVITE that arrived; answer or reject it.
+/// An INVITE that arrived; answer or reject it. One dropped without either (a caller that
+/// panics or returns early) is answered `500 Server Internal Error` for it, so the caller is
+/// not left at 100 Trying.
 pub struct IncomingCall {
     /// The INVITE.
     pub invite: Request,
     /// Where it came from.
     pub from: SocketAddr,
+    guard: AnswerOnDrop,
+}
+
+/// Tells the core when an [`IncomingCall`] is gone. The core answers 500 unless the call was
+/// already answered; commands are handled in order, so an answer sent just before the drop
+/// always wins.
+struct AnswerOnDrop {
     key: TxKey,
     endpoint: Endpoint,
+}
+
+impl Drop for AnswerOnDrop {
+    fn drop(&mut self) {
+        let _ = self.endpoint.commands.send(Command::Unanswered {
+            key: self.key.clone(),
+        });
+    }
 }
 
 /// An established call.
@@ -190,8 +253,10 @@ enum Command {
     NextEvent {
         id: DialogId,
         refer_id: u32,
-        reply: oneshot::Sender<Result<Option<SubscriptionEvent>, ()>>,
+        reply: oneshot::Sender<Result<Option<SubscriptionEvent>, SubscriptionError>>,
     },
+    /// An [`IncomingCall`] was dropped: answer 500 unless it was answered.
+    Unanswered { key: TxKey },
     Bye {
         id: DialogId,
         reply: oneshot::Sender<Result<(), ReferFailure>>,
@@ -205,10 +270,17 @@ impl Endpoint {
     /// Binds the transport and starts the core task.
     pub async fn bind(config: EndpointConfig) -> std::io::Result<Endpoint> {
         let (inbound_tx, inbound) = mpsc::channel(1024);
-        let (sender, local) = transport::bind(config.transport, config.bind, inbound_tx).await?;
+        let stats = Arc::new(Stats::default());
+        let (sender, local) = transport::bind(
+            config.transport,
+            config.bind,
+            inbound_tx,
+            config.tcp,
+            stats.clone(),
+        )
+        .await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(64);
-        let stats = Arc::new(Stats::default());
         let endpoint = Endpoint {
             commands,
             local,
@@ -217,6 +289,7 @@ impl Endpoint {
             stats: stats.clone(),
         };
         let core = Core {
+            gate: Gate::new(config.admission, Instant::now()),
             config,
             local,
             sender,
@@ -226,6 +299,10 @@ impl Endpoint {
             invites: HashMap::new(),
             servers: HashMap::new(),
             server_invites: HashMap::new(),
+            acks: HashMap::new(),
+            answering: HashSet::new(),
+            open_dialogs: 0,
+            tag_key: RandomState::new(),
             dialogs: HashMap::new(),
             self_handle: endpoint.clone(),
         };
@@ -278,10 +355,11 @@ impl Endpoint {
 impl IncomingCall {
     /// Answers 200 with `sdp`; the call is established when this returns (the ACK may follow).
     pub async fn answer(self, sdp: Vec<u8>) -> Option<Call> {
-        let handle = self.endpoint.clone();
-        self.endpoint
+        let handle = self.guard.endpoint.clone();
+        self.guard
+            .endpoint
             .ask(|reply| Command::Answer {
-                key: self.key,
+                key: self.guard.key.clone(),
                 status: 200,
                 sdp,
                 reply,
@@ -293,10 +371,11 @@ impl IncomingCall {
 
     /// Refuses the call with `status` (4xx-6xx).
     pub async fn reject(self, status: u16) {
-        let handle = self.endpoint.clone();
-        self.endpoint
+        let handle = self.guard.endpoint.clone();
+        self.guard
+            .endpoint
             .ask(|reply| Command::Answer {
-                key: self.key,
+                key: self.guard.key.clone(),
                 status,
                 sdp: Vec::new(),
                 reply,
@@ -338,7 +417,7 @@ impl Call {
             match asked.await {
                 Some(Ok(Some(event))) => return ReferWait::Event(event),
                 Some(Ok(None)) => {}
-                Some(Err(())) | None => return ReferWait::Unknown,
+                Some(Err(_)) | None => return ReferWait::Unknown,
             }
             // The core stores a permit when it queues an event, so none is missed between
             // the question above and this wait.
@@ -429,6 +508,19 @@ struct InviteClient {
     handle: Endpoint,
 }
 
+/// An INVITE we answer (new or re-INVITE) and what its ACK and its failure concern.
+struct ServerInviteState {
+    tx: ServerInvite,
+    invite: Request,
+    peer: SocketAddr,
+    /// The dialog a 2xx of ours set up (ended if the ACK never comes).
+    dialog: Option<DialogId>,
+}
+
+/// Where the ACK for a 2xx finds its INVITE: Call-ID and CSeq number (it has a branch of its
+/// own, RFC 3261 §17.1.1.3).
+type AckKey = (String, u32);
+
 struct Core {
     config: EndpointConfig,
     local: SocketAddr,
@@ -438,7 +530,17 @@ struct Core {
     clients: HashMap<String, (ClientNonInvite, SocketAddr, Pending)>,
     invites: HashMap<String, InviteClient>,
     servers: HashMap<TxKey, (ServerNonInvite, SocketAddr)>,
-    server_invites: HashMap<TxKey, (ServerInvite, Request, SocketAddr, String)>,
+    server_invites: HashMap<TxKey, ServerInviteState>,
+    /// `server_invites` by Call-ID and CSeq, for the ACKs of 2xx.
+    acks: HashMap<AckKey, TxKey>,
+    /// New INVITEs admitted and not yet answered with a final response.
+    answering: HashSet<TxKey>,
+    /// Dialogs not yet ended.
+    open_dialogs: usize,
+    /// Admission control for new INVITEs.
+    gate: Gate,
+    /// Keys the To tags of stateless answers, so a retransmission gets the same tag.
+    tag_key: RandomState,
     dialogs: HashMap<DialogId, DialogState>,
     self_handle: Endpoint,
 }
@@ -446,7 +548,7 @@ struct Core {
 /// A random token for tags, branches and Call-IDs.
 pub(crate) fn token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     format!("{:016x}", hasher.finish())
 }
@@ -522,7 +624,7 @@ impl Core {
         let server_invites = self
             .server_invites
             .values()
-            .filter_map(|(tx, ..)| tx.next_wake());
+            .filter_map(|state| state.tx.next_wake());
         let closing = self.dialogs.values().filter_map(|d| d.closing_at);
         let purge = self
             .dialogs
@@ -573,28 +675,20 @@ impl Core {
             .retain(|_, (tx, _)| tx.on_tick(now) != Tick::Terminated);
         let mut no_ack = Vec::new();
         let mut done = Vec::new();
-        for (key, (tx, _, peer, dialog_key)) in &mut self.server_invites {
-            match tx.on_tick(now) {
-                ServerInviteTick::Retransmit(bytes) => resend.push((*peer, bytes)),
-                ServerInviteTick::NoAck => no_ack.push(dialog_key.clone()),
+        for (key, state) in &mut self.server_invites {
+            match state.tx.on_tick(now) {
+                ServerInviteTick::Retransmit(bytes) => resend.push((state.peer, bytes)),
+                ServerInviteTick::NoAck => no_ack.extend(state.dialog.clone()),
                 ServerInviteTick::Terminated => done.push(key.clone()),
                 ServerInviteTick::Idle => {}
             }
         }
         for key in done {
-            self.server_invites.remove(&key);
+            self.forget_server_invite(&key);
         }
-        for call_id in no_ack {
+        for id in no_ack {
             // No ACK for our answer: the dialog never came up (RFC 3261 §13.3.1.4).
-            let ids: Vec<DialogId> = self
-                .dialogs
-                .keys()
-                .filter(|id| id.call_id == call_id)
-                .cloned()
-                .collect();
-            for id in ids {
-                self.end_dialog(&id);
-            }
+            self.end_dialog(&id);
         }
         let closing: Vec<DialogId> = self
             .dialogs
@@ -623,6 +717,11 @@ impl Core {
                     state.subscriptions.refer_failed(refer_id);
                     state.events.notify_one();
                 }
+                // No answer at all to a request in the dialog: the dialog is gone, as for a
+                // 481 or 408 (RFC 3261 §12.2.1.2).
+                if failure == ReferFailure::Timeout {
+                    self.end_dialog(&id);
+                }
                 let _ = reply.send(Err(failure));
             }
             Pending::Bye { id, reply } => {
@@ -644,6 +743,7 @@ impl Core {
         if let Some(state) = self.dialogs.get_mut(id)
             && state.closed_since.is_none()
         {
+            self.open_dialogs = self.open_dialogs.saturating_sub(1);
             state.subscriptions.dialog_ended();
             state.closing_at = None;
             state.closed_since = Some(Instant::now());
@@ -687,6 +787,7 @@ impl Core {
             from: new.from,
             to: new.to,
         };
+        self.open_dialogs += 1;
         self.dialogs.insert(
             new.dialog.id.clone(),
             DialogState {
@@ -702,6 +803,29 @@ impl Core {
             },
         );
         call
+    }
+
+    /// Keeps a server INVITE transaction, findable by its key and, for the ACK of a 2xx, by
+    /// Call-ID and CSeq.
+    fn keep_server_invite(&mut self, key: TxKey, state: ServerInviteState) {
+        if let (Some(call_id), Some(cseq)) = (state.invite.call_id(), state.invite.cseq()) {
+            self.acks
+                .insert((call_id.to_owned(), cseq.seq), key.clone());
+        }
+        self.server_invites.insert(key, state);
+    }
+
+    /// Forgets a server INVITE transaction and its index entries.
+    fn forget_server_invite(&mut self, key: &TxKey) {
+        self.answering.remove(key);
+        if let Some(state) = self.server_invites.remove(key)
+            && let (Some(call_id), Some(cseq)) = (state.invite.call_id(), state.invite.cseq())
+        {
+            let ack_key = (call_id.to_owned(), cseq.seq);
+            if self.acks.get(&ack_key) == Some(key) {
+                self.acks.remove(&ack_key);
+            }
+        }
     }
 
     /// An open dialog (not ended; NOTIFYs are still taken during the BYE grace).
@@ -720,6 +844,7 @@ impl Core {
 
 impl Core {
     async fn on_inbound(&mut self, inbound: Inbound) {
+        let received = inbound.received;
         let message = match wire::parse(&inbound.bytes) {
             Ok(message) => message,
             Err(wire::ParseError::Empty) => return,
@@ -738,7 +863,7 @@ impl Core {
         };
         match message {
             Message::Response(response) => self.on_response(response).await,
-            Message::Request(request) => self.on_request(request, inbound.from).await,
+            Message::Request(request) => self.on_request(request, inbound.from, received).await,
         }
     }
 
@@ -886,7 +1011,7 @@ impl Core {
         let _ = self.send(to, bytes).await;
     }
 
-    async fn on_request(&mut self, request: Request, from: SocketAddr) {
+    async fn on_request(&mut self, request: Request, from: SocketAddr, received: Instant) {
         let now = Instant::now();
         let reliable = self.config.transport.reliable();
         let Some(key) = server_key(&request) else {
@@ -895,24 +1020,22 @@ impl Core {
         // Retransmissions are answered from the transaction, never delivered twice.
         if request.method == Method::Ack {
             let invite_key = (key.0.clone(), Method::Invite);
-            if let Some((tx, ..)) = self.server_invites.get_mut(&invite_key) {
-                tx.on_ack(now);
+            if let Some(state) = self.server_invites.get_mut(&invite_key) {
+                state.tx.on_ack(now);
                 return;
             }
-            // The ACK for a 2xx has its own branch: find the INVITE by dialog.
-            if let Some(id) = Dialog::id_of_incoming(&request) {
-                for (tx, invite, _, _) in self.server_invites.values_mut() {
-                    if invite.call_id() == Some(id.call_id.as_str())
-                        && invite.cseq().map(|c| c.seq) == request.cseq().map(|c| c.seq)
-                    {
-                        tx.on_ack(now);
-                    }
-                }
+            // The ACK for a 2xx has its own branch: find the INVITE by Call-ID and CSeq. An
+            // ACK that matches nothing (one for a stateless 503, say) is absorbed.
+            if let (Some(call_id), Some(cseq)) = (request.call_id(), request.cseq())
+                && let Some(invite_key) = self.acks.get(&(call_id.to_owned(), cseq.seq))
+                && let Some(state) = self.server_invites.get_mut(invite_key)
+            {
+                state.tx.on_ack(now);
             }
             return;
         }
-        if let Some((tx, ..)) = self.server_invites.get(&key) {
-            if let ServerEvent::Resend(bytes) = tx.on_retransmission() {
+        if let Some(state) = self.server_invites.get(&key) {
+            if let ServerEvent::Resend(bytes) = state.tx.on_retransmission() {
                 self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
                 let _ = self.send(from, bytes).await;
             }
@@ -926,7 +1049,7 @@ impl Core {
             return;
         }
         if request.method == Method::Invite && request.to_tag().is_none() {
-            self.on_new_invite(request, key, from).await;
+            self.on_new_invite(request, key, from, received).await;
             return;
         }
         self.servers.insert(
@@ -958,18 +1081,32 @@ impl Core {
             self.respond(&request, from, 481, None).await;
             return;
         };
-        if let Err(status) = state.dialog.accept_remote_cseq(&request) {
-            self.respond(&request, from, status, None).await;
+        if let Err(err) = state.dialog.accept_remote_cseq(&request) {
+            self.respond(&request, from, err.status(), None).await;
             return;
         }
         match request.method {
             Method::Notify => {
                 let verdict = state.subscriptions.on_notify(&request);
-                if let NotifyVerdict::Accept(_) = verdict {
+                if let NotifyVerdict::Accept(_) | NotifyVerdict::Coalesced(_) = verdict {
                     state.events.notify_one();
                 }
+                // Repeats and excess NOTIFYs are answered 200 too, so a sane peer does not
+                // retransmit them; they are only counted.
                 let status = match verdict {
                     NotifyVerdict::Accept(_) => 200,
+                    NotifyVerdict::Coalesced(_) => {
+                        self.stats.notify_coalesced.fetch_add(1, Ordering::Relaxed);
+                        200
+                    }
+                    NotifyVerdict::Duplicate(_) => {
+                        self.stats.notify_duplicates.fetch_add(1, Ordering::Relaxed);
+                        200
+                    }
+                    NotifyVerdict::Excess(_) => {
+                        self.stats.notify_excess.fetch_add(1, Ordering::Relaxed);
+                        200
+                    }
                     NotifyVerdict::BadEvent => 489,
                     NotifyVerdict::NoSubscription => 481,
                 };
@@ -999,8 +1136,15 @@ impl Core {
                 tx.respond(200, response.to_bytes(), now);
                 let bytes = response.to_bytes();
                 self.servers.remove(&key);
-                self.server_invites
-                    .insert(key, (tx, request.clone(), from, id.call_id.clone()));
+                self.keep_server_invite(
+                    key,
+                    ServerInviteState {
+                        tx,
+                        invite: request.clone(),
+                        peer: from,
+                        dialog: Some(id),
+                    },
+                );
                 let _ = self.send(from, bytes).await;
             }
             Method::Options | Method::Info | Method::Update => {
@@ -1010,32 +1154,74 @@ impl Core {
         }
     }
 
-    async fn on_new_invite(&mut self, request: Request, key: TxKey, from: SocketAddr) {
+    /// A new INVITE (no To tag): admitted (a transaction, 100 Trying, an [`IncomingCall`] for
+    /// the application) or refused statelessly with 503.
+    async fn on_new_invite(
+        &mut self,
+        request: Request,
+        key: TxKey,
+        from: SocketAddr,
+        received: Instant,
+    ) {
+        let now = Instant::now();
+        let in_progress = self.open_dialogs + self.answering.len();
+        if let Err(why) = self.gate.check(in_progress, received, now) {
+            self.refuse(&request, from, why).await;
+            return;
+        }
+        // Nobody takes calls, or too many wait: refuse before keeping any state.
+        let incoming = self.incoming.clone();
+        let Ok(permit) = incoming.try_reserve() else {
+            self.refuse(&request, from, Refusal::NoCapacity).await;
+            return;
+        };
         let reliable = self.config.transport.reliable();
         let mut tx = ServerInvite::new(reliable, self.config.timers);
         let trying = Response::to(&request, 100, None).to_bytes();
-        tx.respond(100, trying.clone(), Instant::now());
-        let call_id = request.call_id().unwrap_or_default().to_owned();
-        self.server_invites
-            .insert(key.clone(), (tx, request.clone(), from, call_id));
+        tx.respond(100, trying.clone(), now);
+        self.answering.insert(key.clone());
+        self.keep_server_invite(
+            key.clone(),
+            ServerInviteState {
+                tx,
+                invite: request.clone(),
+                peer: from,
+                dialog: None,
+            },
+        );
         let _ = self.send(from, trying).await;
-        let incoming = IncomingCall {
-            invite: request.clone(),
+        permit.send(IncomingCall {
+            invite: request,
             from,
-            key,
-            endpoint: self.self_handle.clone(),
+            guard: AnswerOnDrop {
+                key,
+                endpoint: self.self_handle.clone(),
+            },
+        });
+    }
+
+    /// Answers a new INVITE `503 Service Unavailable` with `Retry-After`, statelessly (RFC
+    /// 3261 §8.2.7): no transaction, no 100 Trying, and a To tag computed from the request, so
+    /// a retransmission gets the same answer. Its ACK matches nothing and is absorbed.
+    async fn refuse(&mut self, request: &Request, from: SocketAddr, why: Refusal) {
+        let counter = match why {
+            Refusal::MaxCalls => &self.stats.refused_max_calls,
+            Refusal::Rate => &self.stats.refused_rate,
+            Refusal::QueueDelay => &self.stats.refused_queue_delay,
+            Refusal::NoCapacity => &self.stats.refused_no_capacity,
         };
-        if self.incoming.try_send(incoming).is_err() {
-            // Nobody takes calls, or too many wait: busy, and say so.
-            let mut busy = Response::to(&request, 486, Some(&token()));
-            busy.reason = "Busy Here (no capacity)".into();
-            if let Some(key) = server_key(&request)
-                && let Some((tx, ..)) = self.server_invites.get_mut(&key)
-            {
-                tx.respond(486, busy.to_bytes(), Instant::now());
-            }
-            let _ = self.send(from, busy.to_bytes()).await;
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut hasher = self.tag_key.build_hasher();
+        for part in [request.call_id(), request.from_tag(), request.via_branch()] {
+            hasher.write(part.unwrap_or_default().as_bytes());
+            hasher.write_u8(0);
         }
+        let tag = format!("{:016x}", hasher.finish());
+        let mut response = Response::to(request, 503, Some(&tag));
+        response
+            .headers
+            .push("Retry-After", self.gate.retry_after_secs().to_string());
+        let _ = self.send(from, response.to_bytes()).await;
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -1099,14 +1285,14 @@ impl Core {
                 handle,
             } => {
                 let contact = self.contact();
-                let Some((tx, invite, peer, _)) = self.server_invites.get_mut(&key) else {
+                let Some(state) = self.server_invites.get_mut(&key) else {
                     let _ = reply.send(None);
                     return;
                 };
                 let local_tag = token();
-                let mut response = Response::to(invite, status, Some(&local_tag));
-                let invite = invite.clone();
-                let peer = *peer;
+                let mut response = Response::to(&state.invite, status, Some(&local_tag));
+                let invite = state.invite.clone();
+                let peer = state.peer;
                 if status < 300 {
                     response.headers.push("Contact", contact.clone());
                     response.headers.push(
@@ -1118,9 +1304,12 @@ impl Core {
                     response.body = sdp.clone();
                 }
                 let bytes = response.to_bytes();
-                if !tx.respond(status, bytes.clone(), now) {
+                if !state.tx.respond(status, bytes.clone(), now) {
                     let _ = reply.send(None);
                     return;
+                }
+                if status >= 200 {
+                    self.answering.remove(&key);
                 }
                 let _ = self.send(peer, bytes).await;
                 if status >= 300 {
@@ -1131,6 +1320,9 @@ impl Core {
                     let _ = reply.send(None);
                     return;
                 };
+                if let Some(state) = self.server_invites.get_mut(&key) {
+                    state.dialog = Some(dialog.id.clone());
+                }
                 let target = first_hop(&dialog);
                 let peer_addr = if self.config.transport.reliable() {
                     peer
@@ -1178,9 +1370,23 @@ impl Core {
             } => {
                 let event = match self.dialogs.get_mut(&id) {
                     Some(state) => state.subscriptions.next_event(refer_id),
-                    None => Err(()),
+                    None => Err(SubscriptionError::Unknown(refer_id)),
                 };
                 let _ = reply.send(event);
+            }
+            Command::Unanswered { key } => {
+                let Some(state) = self.server_invites.get_mut(&key) else {
+                    return;
+                };
+                let response = Response::to(&state.invite, 500, Some(&token()));
+                let bytes = response.to_bytes();
+                // Refused (and nothing sent) when the call was answered already.
+                if state.tx.respond(500, bytes.clone(), now) {
+                    let peer = state.peer;
+                    self.answering.remove(&key);
+                    self.stats.unanswered_calls.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.send(peer, bytes).await;
+                }
             }
             Command::Bye { id, reply } => {
                 let via = self.via();

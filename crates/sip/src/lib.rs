@@ -4,10 +4,12 @@
 //! - [`wire`]: framing, normalisation and parsing of untrusted bytes;
 //! - [`transaction`]: RFC 3261 transactions as sans-IO state machines;
 //! - [`dialog`]: dialogs and the REFER subscriptions in them, also without I/O;
-//! - [`transport`]: UDP and TCP on tokio;
+//! - [`transport`]: UDP and TCP on tokio, with limits on TCP connections;
+//! - [`admission`]: which new calls the endpoint takes when it is loaded;
 //! - [`endpoint`]: the tokio endpoint that drives all of the above: place and answer calls,
 //!   REFER in them, read the subscriptions, hang up.
 
+pub mod admission;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;

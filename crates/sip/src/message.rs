@@ -256,6 +256,8 @@ pub trait SipHeaders {
     }
 
     /// The `tag` parameter of From.
+    // Named after the From header; not a `from_*` constructor.
+    #[allow(clippy::wrong_self_convention)]
     fn from_tag(&self) -> Option<&str> {
         tag(self.hdrs().get("From")?)
     }

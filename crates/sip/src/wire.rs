@@ -1,6 +1,8 @@
-//! Wire hygiene around rsip: framing by Content-Length, a normalising pre-pass (folded
+//! Wire hygiene around rsip: framing by Content-Length ([`frame`] for one buffer,
+//! [`StreamFramer`] for a TCP stream as it arrives), a normalising pre-pass (folded
 //! headers unfolded, compact names expanded, LF-only lines accepted, `Name :` spacing
-//! tolerated), a size cap, mandatory-header checks, then rsip's parse. What comes out is a
+//! tolerated), a size cap (a Content-Length past it is refused before any arithmetic on it),
+//! mandatory-header checks, then rsip's parse. What comes out is a
 //! [`Message`] of our own types; what does not parse comes out as a [`ParseError`] that names
 //! the cause, and [`error_response`] answers it when the request can be answered at all.
 //!
@@ -143,40 +145,151 @@ fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-fn content_length(headers: &Headers) -> Result<Option<usize>, ParseError> {
-    match headers.get("Content-Length") {
-        None => Ok(None),
-        Some(value) => value
-            .parse()
-            .map(Some)
-            .map_err(|_| ParseError::ContentLength(value.to_owned())),
+/// The Content-Length of a head whose body starts at `body_start`. A length that would take
+/// the message past [`MAX_MESSAGE_BYTES`] is refused here, before any arithmetic on it.
+fn content_length(headers: &Headers, body_start: usize) -> Result<Option<usize>, ParseError> {
+    let Some(value) = headers.get("Content-Length") else {
+        return Ok(None);
+    };
+    let length: usize = value
+        .parse()
+        .map_err(|_| ParseError::ContentLength(value.to_owned()))?;
+    match body_start.checked_add(length) {
+        Some(total) if total <= MAX_MESSAGE_BYTES => Ok(Some(length)),
+        total => Err(ParseError::TooLarge(total.unwrap_or(usize::MAX))),
     }
+}
+
+/// How much of a stream buffer the message at its start takes.
+enum Measure {
+    /// No blank line yet: the head is incomplete.
+    Head,
+    /// The message (leading CR/LF included) is this long; the buffer may hold less.
+    Total(usize),
+}
+
+/// Measures the message at the start of `buffer` (not empty). Leading CR/LF keep-alives with
+/// nothing after them count as a message of their own length.
+fn measure(buffer: &[u8]) -> Result<Measure, ParseError> {
+    if buffer.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        return Ok(Measure::Total(buffer.len()));
+    }
+    let head = match read_head(buffer) {
+        Ok(head) => head,
+        Err(ParseError::NoHeaderEnd) if buffer.len() <= MAX_MESSAGE_BYTES => {
+            return Ok(Measure::Head);
+        }
+        Err(ParseError::NoHeaderEnd) => return Err(ParseError::TooLarge(buffer.len())),
+        Err(err) => return Err(err),
+    };
+    // On a stream, Content-Length is mandatory (RFC 3261 §18.3); without it, no body.
+    // `content_length` caps the sum, so it cannot overflow.
+    let body = content_length(&head.headers, head.body_start)?.unwrap_or(0);
+    Ok(Measure::Total(head.body_start + body))
 }
 
 /// Stream framing (TCP): the length of the complete message at the start of `buffer`,
 /// `Ok(None)` when more bytes are needed, or an error when the stream cannot be framed (the
 /// connection should then be closed). Leading CR/LF keep-alives count as a message of their
-/// own length with no content: the caller skips them.
+/// own length with no content: the caller skips them. A length is never 0 and never more
+/// than the buffer; apart from a run of keep-alives, never more than [`MAX_MESSAGE_BYTES`].
 pub fn frame(buffer: &[u8]) -> Result<Option<usize>, ParseError> {
     if buffer.is_empty() {
         return Ok(None);
     }
-    if buffer.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-        return Ok(Some(buffer.len()));
+    Ok(match measure(buffer)? {
+        Measure::Total(total) if buffer.len() >= total => Some(total),
+        Measure::Total(_) | Measure::Head => None,
+    })
+}
+
+/// Cuts a TCP byte stream into messages, as bytes arrive: what the transport's reader runs.
+/// Keep-alives (CR/LF between messages) are consumed silently. Each byte is searched for the
+/// end of a head once, however slowly the bytes arrive, so a peer that sends a byte at a time
+/// cannot make it rescan the buffer.
+///
+/// ```
+/// use verbhost_sip::wire::StreamFramer;
+/// let mut framer = StreamFramer::new();
+/// framer.push(b"\r\n\r\nOPTIONS sip:a@h SIP/2.0\r\nContent-Length: 2\r\n\r\nh");
+/// assert_eq!(framer.next_message(), Ok(None), "one body byte missing");
+/// framer.push(b"iOPT");
+/// let message = framer.next_message().unwrap().unwrap();
+/// assert!(message.ends_with(b"\r\n\r\nhi"));
+/// assert_eq!(framer.buffered(), 3, "the start of the next message waits");
+/// ```
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buffer: Vec<u8>,
+    /// How far the buffer has been searched for the end of the head without finding it.
+    searched: usize,
+    /// The length of the message at the start of the buffer, once its head is complete.
+    total: Option<usize>,
+}
+
+impl StreamFramer {
+    /// An empty framer.
+    pub fn new() -> Self {
+        StreamFramer::default()
     }
-    let head = match read_head(buffer) {
-        Ok(head) => head,
-        Err(ParseError::NoHeaderEnd) if buffer.len() <= MAX_MESSAGE_BYTES => return Ok(None),
-        Err(ParseError::NoHeaderEnd) => return Err(ParseError::TooLarge(buffer.len())),
-        Err(err) => return Err(err),
-    };
-    // On a stream, Content-Length is mandatory (RFC 3261 §18.3); without it, no body.
-    let body = content_length(&head.headers)?.unwrap_or(0);
-    let total = head.body_start + body;
-    if total > MAX_MESSAGE_BYTES {
-        return Err(ParseError::TooLarge(total));
+
+    /// Appends bytes received from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
     }
-    Ok((buffer.len() >= total).then_some(total))
+
+    /// Bytes received that are not yet part of a complete message (0 between messages).
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The next complete message, `Ok(None)` when more bytes are needed, or an error when the
+    /// stream cannot be framed (the connection should then be closed).
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, ParseError> {
+        if self.total.is_none() {
+            // Keep-alives before a message are dropped, so a lone CRLF does not wait.
+            let skip = self
+                .buffer
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            if skip > 0 {
+                self.buffer.drain(..skip);
+                self.searched = self.searched.saturating_sub(skip);
+            }
+            if self.buffer.is_empty() {
+                return Ok(None);
+            }
+            // Only bytes that arrived since the last search can complete the head (a blank
+            // line is LF LF or LF CR LF; look two bytes back for one that straddles).
+            let from = self.searched.saturating_sub(2);
+            let blank_line = self.buffer[from..].windows(2).enumerate().any(|(i, w)| {
+                w == b"\n\n" || (w == b"\n\r" && self.buffer.get(from + i + 2) == Some(&b'\n'))
+            });
+            if !blank_line {
+                self.searched = self.buffer.len();
+                if self.buffer.len() > MAX_MESSAGE_BYTES {
+                    return Err(ParseError::TooLarge(self.buffer.len()));
+                }
+                return Ok(None);
+            }
+            match measure(&self.buffer)? {
+                Measure::Head => {
+                    self.searched = self.buffer.len();
+                    return Ok(None);
+                }
+                Measure::Total(total) => self.total = Some(total),
+            }
+        }
+        match self.total {
+            Some(total) if self.buffer.len() >= total => {
+                self.total = None;
+                self.searched = 0;
+                Ok(Some(self.buffer.drain(..total).collect()))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Parses one message: a datagram, or a frame cut by [`frame`]. Bytes after the body that
@@ -186,8 +299,9 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         return Err(ParseError::TooLarge(bytes.len()));
     }
     let head = read_head(bytes)?;
-    let available = bytes.len() - head.body_start;
-    let body_len = content_length(&head.headers)?.unwrap_or(available);
+    // `read_head` ends the head within `bytes`.
+    let available = bytes.len().saturating_sub(head.body_start);
+    let body_len = content_length(&head.headers, head.body_start)?.unwrap_or(available);
     if body_len > available {
         return Err(ParseError::Truncated {
             declared: body_len,
@@ -406,6 +520,41 @@ mod tests {
         assert!(matches!(
             frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
             Err(ParseError::TooLarge(_))
+        ));
+    }
+
+    /// A Content-Length near `usize::MAX` once wrapped the frame length around (the TCP
+    /// reader then spun on frames of length 0): it is refused as too large, by frame and parse.
+    #[test]
+    fn a_content_length_over_the_cap_is_too_large_and_never_wraps() {
+        let wraps = include_bytes!("../tests/corpus/tcp-content-length-wraps.sip");
+        assert!(
+            matches!(frame(wraps), Err(ParseError::TooLarge(_))),
+            "{:?}",
+            frame(wraps)
+        );
+        assert!(
+            matches!(parse(wraps), Err(ParseError::TooLarge(_))),
+            "{:?}",
+            parse(wraps)
+        );
+        for declared in [
+            MAX_MESSAGE_BYTES.to_string(),
+            u64::MAX.to_string(),
+            (u64::MAX - 20).to_string(),
+        ] {
+            let text = NOTIFY.replace("Content-Length: 20", &format!("Content-Length: {declared}"));
+            assert!(
+                matches!(frame(text.as_bytes()), Err(ParseError::TooLarge(_))),
+                "{declared}: {:?}",
+                frame(text.as_bytes())
+            );
+        }
+        // One over usize::MAX is not a number at all.
+        let text = NOTIFY.replace("Content-Length: 20", "Content-Length: 18446744073709551616");
+        assert!(matches!(
+            frame(text.as_bytes()),
+            Err(ParseError::ContentLength(_))
         ));
     }
 

@@ -1,19 +1,13 @@
 //! The endpoint against itself and against a scripted raw-socket peer, over loopback.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use support::{Referred, SDP, loopback, notify, referred_call};
 use verbhost_sip::dialog::SubscriptionEvent;
 use verbhost_sip::endpoint::{Endpoint, EndpointConfig, ReferWait};
-use verbhost_sip::message::{Message, Request, SipHeaders};
-use verbhost_sip::wire;
-
-const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("address")
-}
+use verbhost_sip::message::SipHeaders;
 
 async fn pair(tcp: bool) -> (Endpoint, Endpoint) {
     let config = |addr| {
@@ -84,152 +78,18 @@ async fn a_call_is_placed_answered_and_hung_up_over_tcp() {
     call_and_hang_up(true).await;
 }
 
-/// A peer scripted with a raw UDP socket, for what a well-behaved endpoint never sends.
-struct RawPeer {
-    socket: UdpSocket,
-}
-
-impl RawPeer {
-    async fn bind() -> RawPeer {
-        RawPeer {
-            socket: UdpSocket::bind(loopback()).await.expect("bind"),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.socket.local_addr().expect("addr")
-    }
-
-    async fn recv(&self) -> (Message, SocketAddr) {
-        let mut buffer = vec![0u8; 65536];
-        let (n, from) =
-            tokio::time::timeout(Duration::from_secs(5), self.socket.recv_from(&mut buffer))
-                .await
-                .expect("a message in time")
-                .expect("recv");
-        (
-            wire::parse(&buffer[..n]).expect("our endpoint sends valid SIP"),
-            from,
-        )
-    }
-
-    async fn recv_request(&self) -> (Request, SocketAddr) {
-        loop {
-            if let (Message::Request(request), from) = self.recv().await {
-                return (request, from);
-            }
-        }
-    }
-
-    async fn send(&self, to: SocketAddr, text: &str) {
-        self.socket
-            .send_to(text.as_bytes(), to)
-            .await
-            .expect("send");
-    }
-
-    /// Answers `request` with `status`, built the way the stack builds its own responses.
-    async fn respond(&self, to: SocketAddr, request: &Request, status: u16) {
-        let response = verbhost_sip::message::Response::to(request, status, None);
-        self.socket
-            .send_to(&response.to_bytes(), to)
-            .await
-            .expect("send");
-    }
-
-    async fn expect_status(&self) -> u16 {
-        match self.recv().await.0 {
-            Message::Response(response) => response.status,
-            Message::Request(request) => panic!("expected a response, got {}", request.method),
-        }
-    }
-}
-
-/// Answers an INVITE from `endpoint` and returns the peer with the dialog's (call-id, from-tag).
-async fn answered_call(
-    endpoint: &Endpoint,
-) -> (
-    RawPeer,
-    verbhost_sip::endpoint::Call,
-    String,
-    String,
-    SocketAddr,
-) {
-    let peer = RawPeer::bind().await;
-    let target = format!("sip:bob@{}", peer.addr());
-    let endpoint = endpoint.clone();
-    let calling = tokio::spawn(async move {
-        endpoint
-            .call(&target, "<sip:alice@127.0.0.1>", SDP.to_vec())
-            .await
-    });
-    let (invite, from) = peer.recv_request().await;
-    let call_id = invite.call_id().expect("call-id").to_owned();
-    let from_tag = invite.from_tag().expect("from tag").to_owned();
-    let via = invite.headers.get("Via").expect("via").to_owned();
-    let ok = format!(
-        "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:alice@127.0.0.1>;tag={from_tag}\r\nTo: <sip:bob@{addr}>;tag=bob1\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-        addr = peer.addr(),
-        len = SDP.len(),
-        sdp = String::from_utf8_lossy(SDP)
-    );
-    peer.send(from, &ok).await;
-    let (ack, _) = peer.recv_request().await;
-    assert_eq!(ack.method, verbhost_sip::message::Method::Ack);
-    let call = calling.await.expect("task").expect("answered");
-    (peer, call, call_id, from_tag, from)
-}
-
-fn notify(
-    call_id: &str,
-    alice_tag: &str,
-    peer: SocketAddr,
-    branch: &str,
-    cseq: u32,
-    event: &str,
-    state: &str,
-    body: &str,
-) -> String {
-    format!(
-        "NOTIFY sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch={branch}\r\nFrom: <sip:bob@{peer}>;tag=bob1\r\nTo: <sip:alice@127.0.0.1>;tag={alice_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:bob@{peer}>\r\n{event}Subscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// A call answered by a raw peer, with a REFER sent in it and received by the peer (not
-/// answered yet): the endpoint, the peer, the call, Call-ID, our tag, our address, the REFER
-/// and the task waiting for its answer.
-#[allow(clippy::type_complexity)]
-async fn referred_call() -> (
-    Endpoint,
-    RawPeer,
-    verbhost_sip::endpoint::Call,
-    String,
-    String,
-    SocketAddr,
-    Request,
-    tokio::task::JoinHandle<
-        Result<verbhost_sip::endpoint::ReferAnswer, verbhost_sip::endpoint::ReferFailure>,
-    >,
-) {
-    let endpoint = Endpoint::bind(EndpointConfig::udp(loopback()))
-        .await
-        .expect("bind");
-    let (peer, call, call_id, tag, from) = answered_call(&endpoint).await;
-    let referring = {
-        let call = call.clone();
-        tokio::spawn(async move {
-            call.refer(vec![("Refer-To".into(), "<sip:carol@127.0.0.1>".into())])
-                .await
-        })
-    };
-    let (refer, _) = peer.recv_request().await;
-    (endpoint, peer, call, call_id, tag, from, refer, referring)
-}
-
 #[tokio::test]
 async fn notify_before_202_retransmissions_and_bad_notifies() {
-    let (endpoint, peer, call, call_id, tag, from, refer, referring) = referred_call().await;
+    let Referred {
+        endpoint,
+        peer,
+        call,
+        call_id,
+        tag,
+        from,
+        refer,
+        referring,
+    } = referred_call().await;
     assert_eq!(refer.headers.get("Refer-To"), Some("<sip:carol@127.0.0.1>"));
     assert_eq!(
         refer.uri,
@@ -366,7 +226,16 @@ async fn notify_before_202_retransmissions_and_bad_notifies() {
 
 #[tokio::test]
 async fn a_final_notify_right_after_bye_still_counts() {
-    let (_endpoint, peer, call, call_id, tag, from, refer, referring) = referred_call().await;
+    let Referred {
+        peer,
+        call,
+        call_id,
+        tag,
+        from,
+        refer,
+        referring,
+        ..
+    } = referred_call().await;
     let refer_seq = refer.cseq().expect("cseq").seq;
     peer.respond(from, &refer, 202).await;
     referring.await.expect("task").expect("answered");
