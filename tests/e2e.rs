@@ -1512,3 +1512,88 @@ async fn undeliverable_event_hooks_neither_keep_calls_active_nor_hold_up_the_dra
         server.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_calls_a_new_invite_gets_503_at_once_and_the_admitted_call_completes() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action")}]).to_string(),
+    );
+    let config = TempFile::new("verbhost.toml", "[sip]\nmax_calls = 1\nretry_after_s = 7\n");
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28270",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
+        28271,
+    )
+    .await;
+    // One call in progress: the slow transferee holds the transfer for 2.5 s.
+    let caller = sipp_caller("uac-transferee-slow.xml", 28280, 28270);
+    server
+        .metrics_with("verbhost_calls_active 1", Duration::from_secs(10))
+        .await;
+    // The second caller is refused at once, with no 100 Trying first, and counted.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:app@127.0.0.1:28270 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-second\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:second@127.0.0.1>;tag=s1\r\nTo: <sip:app@127.0.0.1>\r\n\
+         Call-ID: second@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:second@{local}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let sent = std::time::Instant::now();
+    socket
+        .send_to(invite.as_bytes(), "127.0.0.1:28270")
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let (n, _) = socket
+        .recv_from(&mut buffer)
+        .expect("an answer to the INVITE");
+    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(
+        answer.starts_with("SIP/2.0 503"),
+        "the first answer is the 503, not 100 Trying:\n{answer}"
+    );
+    assert!(answer.contains("\r\nRetry-After: 7\r\n"), "{answer}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        sent.elapsed()
+    );
+    server
+        .metrics_with(
+            r#"verbhost_sip_calls_refused_total{cause="max_calls"} 1"#,
+            Duration::from_secs(5),
+        )
+        .await;
+    // The admitted call is unaffected: its transfer completes and its actionHook arrives.
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let hits = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].json["event"], "TRANSFER_REFER_SUCCESS");
+    // With the call ended, a new one is admitted again.
+    server
+        .metrics_with("verbhost_calls_active 0", Duration::from_secs(10))
+        .await;
+    let again = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let admitted = place(&again, 28270, 3).await;
+    assert!(admitted.is_ok(), "{:?}\n{}", admitted.err(), server.log());
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}

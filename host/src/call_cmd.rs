@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use verbhost_runtime::Direction;
-use verbhost_sip::endpoint::{CallError, Endpoint, EndpointConfig};
+use verbhost_sip::endpoint::{CallError, Endpoint};
 
 use crate::app::{self, AppVerb};
 use crate::config::TransportName;
@@ -118,10 +118,7 @@ pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<E
             return Ok(ExitCode::from(exit::BAD_INPUT));
         }
     };
-    let config = match args.transport {
-        TransportName::Udp => EndpointConfig::udp(args.bind),
-        TransportName::Tcp => EndpointConfig::tcp(args.bind),
-    };
+    let config = shared.config.sip.endpoint(args.bind, args.transport);
     let endpoint = Endpoint::bind(config)
         .await
         .with_context(|| format!("cannot bind SIP on {}", args.bind))?;

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use verbhost_sip::admission::Admission;
+use verbhost_sip::endpoint::EndpointConfig;
+use verbhost_sip::transport::TcpLimits;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +41,81 @@ pub(crate) struct SipConfig {
     pub(crate) default_domain: Option<String>,
     /// The From of calls that `call` places.
     pub(crate) from: String,
+    /// Most calls in progress at once (answered calls not yet ended, plus INVITEs being
+    /// answered). A new INVITE past it is answered `503` with `Retry-After` at once. 0 is
+    /// unlimited.
+    pub(crate) max_calls: u32,
+    /// Most new calls per second (a token bucket that allows bursts of one second's worth);
+    /// past it, `503` with `Retry-After`. 0 is unlimited.
+    pub(crate) max_calls_per_sec: u32,
+    /// An INVITE that waited longer than this (milliseconds) between the socket and the SIP
+    /// core is refused `503`: the server is behind, and the calls it already took come first.
+    /// 0 never sheds.
+    pub(crate) max_queue_delay_ms: u64,
+    /// The `Retry-After` of those 503s, in seconds.
+    pub(crate) retry_after_s: u64,
+    /// TCP: most connections open at once, from all peers (more are closed at once). 0 is
+    /// unlimited.
+    pub(crate) tcp_max_connections: u32,
+    /// TCP: most connections open at once from one IP address. 0 is unlimited.
+    pub(crate) tcp_max_connections_per_ip: u32,
+    /// TCP: a connection on which a message stays incomplete this long (seconds) is closed,
+    /// and so is one that does not take a message we send within it. 0 never times out.
+    pub(crate) tcp_message_timeout_s: u64,
+    /// TCP: a connection with no traffic for this long (seconds) is closed; CRLF keep-alives
+    /// count as traffic. 0 never times out.
+    pub(crate) tcp_idle_timeout_s: u64,
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
+        let admission = Admission::default();
+        let tcp = TcpLimits::default();
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        let count = |n: Option<usize>| n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             transport: TransportName::Udp,
             default_domain: None,
             from: "sip:verbhost@127.0.0.1".into(),
+            max_calls: count(admission.max_calls),
+            max_calls_per_sec: admission.max_calls_per_sec.unwrap_or(0),
+            max_queue_delay_ms: admission
+                .max_queue_delay
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            retry_after_s: admission.retry_after.as_secs(),
+            tcp_max_connections: count(tcp.max_connections),
+            tcp_max_connections_per_ip: count(tcp.max_connections_per_ip),
+            tcp_message_timeout_s: secs(tcp.message_timeout),
+            tcp_idle_timeout_s: secs(tcp.idle_timeout),
         }
+    }
+}
+
+impl SipConfig {
+    /// The SIP endpoint's settings for `bind` on `transport`, with the limits above (0 turns
+    /// a limit off).
+    pub(crate) fn endpoint(&self, bind: SocketAddr, transport: TransportName) -> EndpointConfig {
+        let count = |n: u32| (n > 0).then_some(n as usize);
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let mut config = match transport {
+            TransportName::Udp => EndpointConfig::udp(bind),
+            TransportName::Tcp => EndpointConfig::tcp(bind),
+        };
+        config.admission = Admission {
+            max_calls: count(self.max_calls),
+            max_calls_per_sec: (self.max_calls_per_sec > 0).then_some(self.max_calls_per_sec),
+            max_queue_delay: (self.max_queue_delay_ms > 0)
+                .then(|| Duration::from_millis(self.max_queue_delay_ms)),
+            retry_after: Duration::from_secs(self.retry_after_s.max(1)),
+        };
+        config.tcp = TcpLimits {
+            max_connections: count(self.tcp_max_connections),
+            max_connections_per_ip: count(self.tcp_max_connections_per_ip),
+            message_timeout: secs(self.tcp_message_timeout_s),
+            idle_timeout: secs(self.tcp_idle_timeout_s),
+        };
+        config
     }
 }
 

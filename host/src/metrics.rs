@@ -8,19 +8,21 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use verbhost_sip::endpoint::Stats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
@@ -136,7 +138,106 @@ pub(crate) struct Metrics {
     calls_limited: Family<LimitLabel, Counter>,
     event_hooks_abandoned: Family<CauseLabel, Counter>,
     labels: Labels,
+    sip: Arc<SipCollector>,
     draining: AtomicBool,
+}
+
+/// The SIP stack's own counters, read from the endpoint's [`Stats`] at every scrape (the
+/// endpoint is bound after the metrics exist; until then nothing is reported).
+#[derive(Debug, Default)]
+struct SipCollector(OnceLock<Arc<Stats>>);
+
+impl Collector for SipCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(stats) = self.0.get() else {
+            return Ok(());
+        };
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let families: [(&str, &str, &str, Vec<(&str, u64)>); 7] = [
+            (
+                "sip_messages_dropped",
+                "SIP messages that did not parse and could not be answered",
+                "",
+                vec![("", get(&stats.dropped))],
+            ),
+            (
+                "sip_requests_rejected",
+                "SIP requests that did not parse, answered 400 or 505",
+                "",
+                vec![("", get(&stats.rejected))],
+            ),
+            (
+                "sip_retransmissions",
+                "Retransmitted SIP requests answered from their transaction",
+                "",
+                vec![("", get(&stats.retransmissions))],
+            ),
+            (
+                "sip_notifies_ignored",
+                "In-dialog NOTIFYs answered but not delivered to the plugin, by cause (duplicate: \
+                 repeats the previous one; excess: past the per-subscription limit; coalesced: a \
+                 queued progress NOTIFY replaced by a newer one)",
+                "cause",
+                vec![
+                    ("duplicate", get(&stats.notify_duplicates)),
+                    ("excess", get(&stats.notify_excess)),
+                    ("coalesced", get(&stats.notify_coalesced)),
+                ],
+            ),
+            (
+                "sip_calls_refused",
+                "New INVITEs answered 503 with Retry-After, by cause (max_calls, rate: \
+                 max_calls_per_sec, queue_delay: waited past max_queue_delay_ms, no_capacity: \
+                 the server's accept queue was full)",
+                "cause",
+                vec![
+                    ("max_calls", get(&stats.refused_max_calls)),
+                    ("rate", get(&stats.refused_rate)),
+                    ("queue_delay", get(&stats.refused_queue_delay)),
+                    ("no_capacity", get(&stats.refused_no_capacity)),
+                ],
+            ),
+            (
+                "sip_calls_unanswered",
+                "Inbound calls dropped without an answer by the server, answered 500",
+                "",
+                vec![("", get(&stats.unanswered_calls))],
+            ),
+            (
+                "sip_tcp_closed",
+                "TCP connections closed by verbhost, by cause (max_connections, \
+                 max_connections_per_ip, message_timeout, idle_timeout, unframeable, \
+                 write_timeout, send_queue_full: messages dropped for a peer that does not read)",
+                "cause",
+                vec![
+                    ("max_connections", get(&stats.tcp_refused_max)),
+                    ("max_connections_per_ip", get(&stats.tcp_refused_per_ip)),
+                    ("message_timeout", get(&stats.tcp_message_timeouts)),
+                    ("idle_timeout", get(&stats.tcp_idle_timeouts)),
+                    ("unframeable", get(&stats.tcp_unframeable)),
+                    ("write_timeout", get(&stats.tcp_write_timeouts)),
+                    ("send_queue_full", get(&stats.tcp_send_queue_full)),
+                ],
+            ),
+        ];
+        for (name, help, label, values) in families {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::<u64>::default().metric_type(),
+            )?;
+            for (value, count) in values {
+                let counter = ConstCounter::new(count);
+                if label.is_empty() {
+                    counter.encode(family.encode_family(&Vec::<(&str, &str)>::new())?)?;
+                } else {
+                    counter.encode(family.encode_family(&[(label, value)])?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Metrics {
@@ -204,6 +305,8 @@ impl Metrics {
              drain_timeout: still queued event_drain_ms after the call ended)",
             event_hooks_abandoned.clone(),
         );
+        let sip = Arc::new(SipCollector::default());
+        registry.register_collector(Box::new(sip.clone()));
         Metrics {
             registry,
             calls,
@@ -221,6 +324,7 @@ impl Metrics {
                 verbs: known_verbs.into_iter().collect(),
                 events: Mutex::default(),
             },
+            sip,
             draining: AtomicBool::new(false),
         }
     }
@@ -293,6 +397,11 @@ impl Metrics {
         self.event_hooks_abandoned
             .get_or_create(&CauseLabel { cause })
             .inc_by(count);
+    }
+
+    /// Reports the SIP endpoint's counters from now on (the first endpoint given wins).
+    pub(crate) fn watch_sip(&self, stats: Arc<Stats>) {
+        let _ = self.sip.0.set(stats);
     }
 
     pub(crate) fn set_draining(&self) {

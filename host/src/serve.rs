@@ -14,12 +14,11 @@ use reqwest::Url;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 use verbhost_runtime::{Direction, Webhook};
-use verbhost_sip::endpoint::{Call, Endpoint, EndpointConfig, IncomingCall};
+use verbhost_sip::endpoint::{Call, Endpoint, IncomingCall};
 use verbhost_sip::message::{SipHeaders, addr_uri};
 
 use crate::app::{self, AppError, AppVerb};
 use crate::call_cmd::{check_plugins, read_app, sdp};
-use crate::config::TransportName;
 use crate::metrics;
 use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
 use crate::webhook::{AnswerTooLarge, HookKind};
@@ -52,13 +51,11 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
             Url::parse(url).with_context(|| format!("--call-hook {url:?} is not a URL"))?,
         ),
     };
-    let endpoint_config = match config.sip.transport {
-        TransportName::Udp => EndpointConfig::udp(config.sip.listen),
-        TransportName::Tcp => EndpointConfig::tcp(config.sip.listen),
-    };
+    let endpoint_config = config.sip.endpoint(config.sip.listen, config.sip.transport);
     let endpoint = Endpoint::bind(endpoint_config)
         .await
         .with_context(|| format!("cannot listen for SIP on {}", config.sip.listen))?;
+    shared.metrics.watch_sip(endpoint.stats().clone());
     if let Some(addr) = config.admin.listen {
         let listener = metrics::bind_admin(addr).await?;
         tracing::info!(admin = %listener.local_addr()?, "serving /metrics and /health");

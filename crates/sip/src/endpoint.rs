@@ -321,7 +321,7 @@ impl Endpoint {
     }
 
     /// What the endpoint counted.
-    pub fn stats(&self) -> &Stats {
+    pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
