@@ -9,8 +9,9 @@
 //! The embedder supplies the call: a [`CallHost`] implementation that sends REFERs and
 //! delivers NOTIFYs (the SIP stack in production, scripted answers in the mock host).
 //!
-//! Each run is bounded: guest CPU time (epoch interruption, time parked in host calls not
-//! counted), linear memory, host calls, bytes passed in and out, log volume and events. A
+//! Each run is bounded: guest CPU time (epoch interruption; only CPU time the guest's thread
+//! ran is charged, so time parked in host calls, queued, paused or preempted is not), linear
+//! memory, host calls, bytes passed in and out, log volume and events. A
 //! guest that exceeds a bound traps and the run ends with a [`RunError`] that names the bound;
 //! the host and every other call carry on.
 //!
@@ -23,12 +24,13 @@ mod bindings;
 mod config;
 mod error;
 mod host;
+mod meter;
 mod plugin;
 
 pub use config::RuntimeConfig;
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
-pub use plugin::{Outcome, Plugin, Run, Runtime};
+pub use plugin::{Allocator, Outcome, Plugin, Run, Runtime};
 
 pub use bindings::exports::verbhost::plugin::verb::{PluginInfo, VerbError};
 pub use bindings::verbhost::plugin::sip::{
