@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
-    CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin, ReferError,
-    ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig, TrapKind, Webhook,
+    Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
+    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig,
+    TrapKind, Webhook,
 };
 
 fn quiet_call() -> MockCall {
@@ -256,6 +257,39 @@ async fn plugins_that_are_not_valid_components_are_refused_with_the_cause() {
         too_large.ends_with("more than the limit of 1024"),
         "{too_large}"
     );
+}
+
+#[tokio::test]
+async fn the_allocator_is_reported_and_a_pool_that_cannot_be_reserved_falls_back_to_on_demand() {
+    let pooled = Runtime::<MockCall>::new(RuntimeConfig {
+        max_concurrent_runs: 4,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    assert_eq!(pooled.allocator(), &Allocator::Pooling { slots: 4 });
+    // 2^20 slots of two 4 GiB memory reservations each: more address space than there is.
+    let started = std::time::Instant::now();
+    let fallback = Runtime::<MockCall>::new(RuntimeConfig {
+        max_concurrent_runs: 1 << 20,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts without the pool");
+    println!(
+        "fallback after {:?}: {}",
+        started.elapsed(),
+        fallback.allocator()
+    );
+    match fallback.allocator() {
+        Allocator::OnDemand { reason } => assert!(!reason.is_empty()),
+        other => panic!("expected on-demand allocation, got {other}"),
+    }
+    let plugin = fallback
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("loads");
+    let verb = json!({ "verb": "misbehave", "mode": "ok" }).to_string();
+    let run = plugin.run(quiet_call(), &verb, &call_info()).await;
+    assert_eq!(run.outcome.expect("the run completes").event, "DONE");
 }
 
 /// The peak resident set of this process, from `/proc/self/status`, in KiB.
