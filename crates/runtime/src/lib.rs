@@ -4,7 +4,9 @@
 //! `wit/plugin.wit` (`verbhost:plugin@0.1.0`). The runtime follows wasmtime's fast path: one
 //! [`Runtime`] per process holds the `Engine` and a `Linker` built once; [`Runtime::load`]
 //! checks and pre-instantiates a plugin into a [`Plugin`]; every [`Plugin::run`] gets a fresh
-//! `Store`, so a trap in one verb can never affect another.
+//! `Store`, so a trap in one verb can never affect another. Instances come from wasmtime's
+//! pooling allocator; where its address space cannot be reserved the runtime allocates on
+//! demand instead, logs that at warn and reports it in [`Runtime::allocator`].
 //!
 //! The embedder supplies the call: a [`CallHost`] implementation that sends REFERs and
 //! delivers NOTIFYs (the SIP stack in production, scripted answers in the mock host).
