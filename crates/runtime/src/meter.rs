@@ -7,14 +7,16 @@
 //! run spends queued, parked in a host call, paused (SIGSTOP) or preempted by other threads
 //! falls between segments or is not CPU time of the guest's thread, and is never charged.
 //!
-//! Reading a thread's CPU clock is a system call (measured 1.9 us on the 2-core CI VM, against
-//! 0.09 us for the monotonic clock), so the meter reads it only around segments that an epoch
-//! tick interrupts: the yield after each epoch callback reopens the segment with a CPU reading,
-//! and closing such a segment reads the clock again. A segment that no tick interrupted is
-//! charged its wall time, but at most one epoch tick: the ticker interrupts a guest that runs
-//! longer than that, so anything beyond one tick is time the process did not run (a pause of the
-//! whole process stops the ticker too). A sip:refer run, which is over in microseconds, thus
-//! makes no system call for its meter.
+//! Reading a thread's CPU clock is a system call (measured 1.9 us on the project's loaded 2-core
+//! VM, against 0.09 us for the monotonic clock), so the meter reads it only around segments
+//! that an epoch tick interrupts: the yield after each epoch callback reopens the segment with
+//! a CPU reading, and closing such a segment reads the clock again. A segment that no tick
+//! interrupted is charged its wall time, but at most one epoch tick: the ticker interrupts a
+//! guest that runs longer than that, so time beyond one tick is time the guest's thread did
+//! not run (a pause of the whole process stops the ticker too). Only a ticker thread that is
+//! itself starved lets a segment run longer uncharged, by about as long as the ticker is late.
+//! A sip:refer run, over in microseconds, thus makes no system call for its meter (measured:
+//! 23 CPU-clock reads in 2,000 runs).
 
 use std::future::Future;
 use std::pin::Pin;
