@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
-    CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin, ReferError,
-    ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig, TrapKind, Webhook,
+    Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
+    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig,
+    TrapKind, Webhook,
 };
 
 fn quiet_call() -> MockCall {
@@ -64,6 +65,51 @@ async fn unbounded_allocation_hits_the_memory_limit() {
     let plugin = misbehave().await;
     let (kind, text) = trap_kind(&run_mode(&plugin, "oom").await);
     assert_eq!(kind, TrapKind::Memory, "{text}");
+    assert!(
+        text.contains("more than the limit of 33554432 bytes"),
+        "the trap names the limit: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_call_argument_larger_than_the_host_accepts_is_a_host_call_trap() {
+    let plugin = misbehave().await;
+    let (kind, text) = trap_kind(&run_mode(&plugin, "huge-log").await);
+    assert_eq!(kind, TrapKind::HostCalls, "{text}");
+    // The default limits: 1 MiB of payload or verb, plus 64 KiB.
+    assert!(
+        text.contains("more than 1114112 bytes to the host in one call"),
+        "the trap names the limit: {text}"
+    );
+}
+
+#[tokio::test]
+async fn each_event_is_one_host_call() {
+    let runtime = Runtime::<MockCall>::new(RuntimeConfig {
+        max_host_calls: 10,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let plugin = runtime
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("loads");
+    let events = |count: u32| json!({ "verb": "misbehave", "mode": "events", "count": count });
+    let run = plugin
+        .run(quiet_call(), &events(10).to_string(), &call_info())
+        .await;
+    assert!(
+        run.outcome.is_ok(),
+        "10 events are 10 host calls: {:?}",
+        run.outcome
+    );
+    assert_eq!(run.host.events_emitted.len(), 10);
+    let run = plugin
+        .run(quiet_call(), &events(11).to_string(), &call_info())
+        .await;
+    let (kind, text) = trap_kind(&run);
+    assert_eq!(kind, TrapKind::HostCalls, "{text}");
+    assert!(text.contains("more than 10 host calls"), "{text}");
 }
 
 #[tokio::test]
@@ -211,6 +257,203 @@ async fn plugins_that_are_not_valid_components_are_refused_with_the_cause() {
         too_large.ends_with("more than the limit of 1024"),
         "{too_large}"
     );
+}
+
+#[tokio::test]
+async fn the_allocator_is_reported_and_a_pool_that_cannot_be_reserved_falls_back_to_on_demand() {
+    let pooled = Runtime::<MockCall>::new(RuntimeConfig {
+        max_concurrent_runs: 4,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    assert_eq!(pooled.allocator(), &Allocator::Pooling { slots: 4 });
+    // 2^20 slots of two 4 GiB memory reservations each: more address space than there is.
+    let started = std::time::Instant::now();
+    let fallback = Runtime::<MockCall>::new(RuntimeConfig {
+        max_concurrent_runs: 1 << 20,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts without the pool");
+    println!(
+        "fallback after {:?}: {}",
+        started.elapsed(),
+        fallback.allocator()
+    );
+    match fallback.allocator() {
+        Allocator::OnDemand { reason } => assert!(!reason.is_empty()),
+        other => panic!("expected on-demand allocation, got {other}"),
+    }
+    let plugin = fallback
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("loads");
+    let verb = json!({ "verb": "misbehave", "mode": "ok" }).to_string();
+    let run = plugin.run(quiet_call(), &verb, &call_info()).await;
+    assert_eq!(run.outcome.expect("the run completes").event, "DONE");
+}
+
+/// The peak resident set of this process, from `/proc/self/status`, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+#[tokio::test]
+async fn a_plugin_file_over_the_limit_is_refused_without_reading_it() {
+    let dir = std::env::temp_dir().join(format!("verbhost-sparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("huge.wasm");
+    // 1 GiB that takes no disk: reading it whole would take 1 GiB of memory.
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(1 << 30))
+        .expect("sparse file");
+    let host = MockHost::new().expect("mock host starts");
+    let before = peak_rss_kib();
+    let result = tokio::time::timeout(Duration::from_secs(5), host.load_file(&path))
+        .await
+        .expect("refused within 5 s");
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    std::fs::remove_dir_all(&dir).ok();
+    match result {
+        Err(LoadError::TooLarge { len, limit }) => {
+            assert_eq!((len, limit), (1 << 30, 32 << 20));
+        }
+        Err(other) => panic!("{other}"),
+        Ok(plugin) => panic!("loaded {:?}", plugin.info()),
+    }
+    assert!(
+        grown_mib < 256,
+        "the file was read: the peak resident set grew by {grown_mib} MiB"
+    );
+}
+
+/// Set in the child process of
+/// [`pausing_the_process_is_not_charged_to_the_plugin_s_cpu_budget`].
+const BURN_CHILD: &str = "VERBHOST_TEST_BURN_CHILD";
+/// Rounds of the misbehave plugin's `burn` mode: about 250 ms of CPU on the 2-core CI VM.
+const BURN_ROUNDS: u64 = 200_000_000;
+/// The CPU budget of the burn: four times its CPU time, far less than the time it is paused.
+const BURN_BUDGET: Duration = Duration::from_secs(1);
+
+/// A bounded burn of real CPU completes within its budget. In the child process of
+/// [`pausing_the_process_is_not_charged_to_the_plugin_s_cpu_budget`], it tells the parent
+/// when the burn starts, so that the parent can pause it.
+#[tokio::test]
+async fn a_bounded_burn_completes_within_its_cpu_budget() {
+    let runtime = Runtime::<MockCall>::new(RuntimeConfig {
+        cpu_budget: BURN_BUDGET,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let plugin = runtime
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("loads");
+    let verb = json!({ "verb": "misbehave", "mode": "burn", "count": BURN_ROUNDS }).to_string();
+    if std::env::var_os(BURN_CHILD).is_some() {
+        use std::io::Write;
+        println!("BURN STARTS");
+        std::io::stdout().flush().expect("stdout");
+    }
+    let started = std::time::Instant::now();
+    let run = plugin.run(quiet_call(), &verb, &call_info()).await;
+    println!(
+        "burn took {:?} of wall time, {:?} charged as CPU time",
+        started.elapsed(),
+        run.cpu_time
+    );
+    let outcome = run
+        .outcome
+        .expect("the burn completes within its CPU budget");
+    assert_eq!(outcome.payload["burned"], BURN_ROUNDS);
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// The CPU budget charges the guest only for CPU time it ran: a process paused (SIGSTOP) or
+/// descheduled for longer than the budget does not trap a guest that is well within it.
+#[test]
+fn pausing_the_process_is_not_charged_to_the_plugin_s_cpu_budget() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "a_bounded_burn_completes_within_its_cpu_budget",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(BURN_CHILD, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the test binary runs");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped");
+    let (lines, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("BURN STARTS") {
+                let _ = lines.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    started
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the child starts its burn within 60 s");
+    // Pause the child 100 ms at a time, letting it run 5 ms in between, until it exits.
+    let pause = Duration::from_millis(100);
+    let mut pauses = 0u32;
+    while child.try_wait().expect("wait").is_none() && pauses < 200 {
+        signal(pid, "-STOP");
+        std::thread::sleep(pause);
+        signal(pid, "-CONT");
+        pauses += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .ok();
+    let stdout = reader.join().expect("reader").join("\n");
+    assert!(
+        status.success(),
+        "the burn, paused {pauses} times for {pause:?}, failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        pause * pauses > BURN_BUDGET * 2,
+        "the burn ended after {pauses} pauses, too soon to test anything: raise BURN_ROUNDS\n{stdout}"
+    );
+    println!("paused {pauses} times for {pause:?}:\n{stdout}");
 }
 
 /// A call host whose NOTIFY arrives after real waiting.

@@ -17,7 +17,7 @@ pub(crate) struct AppVerb {
     pub(crate) id: Option<String>,
     /// The verb's actionHook as the host reads it, so a verb whose plugin fails still gets
     /// its one actionHook; `Err` names why it does not parse (the plugin reports that too).
-    pub(crate) action_hook: Option<Result<Webhook, String>>,
+    pub(crate) action_hook: Option<Result<Webhook, verb::HookError>>,
 }
 
 /// Why an application cannot run.
@@ -31,7 +31,10 @@ pub(crate) enum AppError {
     NotArray(&'static str),
     /// An element is not a verb.
     #[error("verb {index} of the application: {why}")]
-    Verb { index: usize, why: String },
+    Verb {
+        index: usize,
+        why: verb::VerbShapeError,
+    },
 }
 
 /// Parses an application: a JSON array whose elements are verbs in either jambonz form.

@@ -1,5 +1,16 @@
 //! The `Subscription-State` header (RFC 6665 §8.2.3):
-//! `active;expires=60`, `pending`, `terminated;reason=noresource`.
+//! `active;expires=60`, `pending`, `terminated;reason=noresource`; and how long a REFER's
+//! subscription outlives the peer's BYE ([`BYE_GRACE`]).
+
+use std::time::Duration;
+
+/// How long after the peer's BYE a NOTIFY still counts. A transferee often sends the final
+/// NOTIFY and the BYE back to back, and they can arrive in either order; so the dialog is held
+/// for this long after a BYE, NOTIFYs that arrive meanwhile are delivered, and only then does
+/// the subscription learn that the dialog ended. The SIP stack (`verbhost-sip`'s
+/// `EndpointConfig::bye_grace`) and the mock host both use this value, so a scenario completes
+/// under the mock exactly as on the wire.
+pub const BYE_GRACE: Duration = Duration::from_millis(300);
 
 /// The substate value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

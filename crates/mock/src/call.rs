@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use verbhost_common::subscription::BYE_GRACE;
 use verbhost_runtime::{
     CallHost, Header, Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse,
     SubscriptionStatus, Webhook,
@@ -18,6 +19,8 @@ use crate::scenario::{ReferErrorSpec, ReferResponseSpec, Scenario, ScriptedEvent
 pub struct MockCall {
     response: Option<ReferResponseSpec>,
     events: VecDeque<(u64, ScriptedEvent)>,
+    /// When the scripted BYE arrived; the dialog ends [`BYE_GRACE`] later.
+    bye_at: Option<u64>,
     clock: u64,
     /// The subscription `on-notify` may wait on: set by a 2xx, cleared when it ends.
     live_refer: Option<u32>,
@@ -38,10 +41,15 @@ pub struct MockCall {
 
 impl MockCall {
     /// A call scripted by `scenario`.
+    ///
+    /// A BYE ends the dialog the way the SIP stack ends it: the subscription learns it
+    /// [`BYE_GRACE`] (300 ms) after the BYE arrived, and NOTIFYs that arrive within the grace
+    /// are delivered first. What the script has arriving later never reaches the plugin (on
+    /// the wire the SIP stack answers it 481).
     pub fn new(scenario: &Scenario) -> Self {
         // Events without a time follow the previous one immediately.
         let mut at = 0;
-        let events = scenario
+        let mut events: Vec<(u64, ScriptedEvent)> = scenario
             .notifies
             .iter()
             .map(|event| {
@@ -49,9 +57,21 @@ impl MockCall {
                 (at, event.clone())
             })
             .collect();
+        let mut bye_at = None;
+        if let Some(index) = events.iter().position(|(_, event)| event.bye.is_some()) {
+            let (at, bye) = events.remove(index);
+            let grace = u64::try_from(BYE_GRACE.as_millis()).unwrap_or(u64::MAX);
+            let ends_at = at.saturating_add(grace);
+            let mut in_grace = events.split_off(index);
+            in_grace.retain(|(arrives, event)| event.notify.is_some() && *arrives < ends_at);
+            events.extend(in_grace);
+            events.push((ends_at, bye));
+            bye_at = Some(at);
+        }
         MockCall {
             response: scenario.refer_response.clone(),
-            events,
+            events: events.into(),
+            bye_at,
             clock: 0,
             live_refer: None,
             refers: Vec::new(),
@@ -121,7 +141,13 @@ impl MockCall {
                 n.content_type.as_deref().unwrap_or("none"),
                 String::from_utf8_lossy(&n.body)
             ),
-            Entry::Delivered(Ok(ReferEvent::DialogEnded)) => "  <- dialog ended (BYE)".to_owned(),
+            Entry::Delivered(Ok(ReferEvent::DialogEnded)) => match self.bye_at {
+                Some(at) => format!(
+                    "  <- dialog ended (BYE at {at} ms, after the {} ms BYE grace)",
+                    BYE_GRACE.as_millis()
+                ),
+                None => "  <- dialog ended".to_owned(),
+            },
             Entry::Delivered(Ok(ReferEvent::TimedOut)) => "  <- timed out".to_owned(),
             Entry::Delivered(Err(err)) => format!("  <- error {err:?}"),
             Entry::Event(index) => {

@@ -172,7 +172,9 @@ pub struct ScriptedEvent {
     /// A NOTIFY.
     #[serde(default)]
     pub notify: Option<NotifySpec>,
-    /// The dialog ends (BYE); give `{}`.
+    /// The peer's BYE arrives; give `{}`. As in production, the plugin learns that the
+    /// dialog ended 300 ms later (the BYE grace), after the NOTIFYs that arrive within those
+    /// 300 ms; events scripted later are never delivered. Only the first BYE counts.
     #[serde(default)]
     pub bye: Option<Empty>,
 }

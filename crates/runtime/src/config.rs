@@ -11,7 +11,9 @@ pub struct RuntimeConfig {
     pub max_concurrent_runs: u32,
     /// Largest linear memory a plugin may grow to, in bytes.
     pub max_memory_bytes: usize,
-    /// Guest CPU time one run may use (time parked in host calls is not counted).
+    /// Guest CPU time one run may use. Only CPU time the guest's thread actually ran is
+    /// charged: time parked in host calls, queued for a worker, paused (SIGSTOP) or preempted
+    /// by other threads is not. Enforced at each epoch tick.
     pub cpu_budget: Duration,
     /// Wall-clock time one run may take, waits included.
     pub wall_clock_limit: Duration,
@@ -29,7 +31,9 @@ pub struct RuntimeConfig {
     pub max_guest_output_bytes: usize,
     /// Largest plugin file accepted, in bytes.
     pub max_plugin_bytes: usize,
-    /// Interval of the epoch ticker that enforces `cpu_budget`.
+    /// Interval of the epoch ticker that enforces `cpu_budget`. A stretch of guest code that
+    /// no tick interrupted is charged its wall time, but at most one tick (see the runtime's
+    /// CPU meter), so this also bounds what a pause can cost a short stretch.
     pub epoch_tick: Duration,
     /// Bytes of each pooled linear memory kept resident (zeroed with memset) when a run ends,
     /// instead of being returned to the kernel. 0 measured fastest for the sip:refer plugin:

@@ -1,17 +1,18 @@
 //! What a plugin can ask of the host, and the per-run state behind it.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, Trap};
+use wasmtime::{ResourceLimiter, StoreLimits, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::verbhost::plugin::{host, sip, types};
 use crate::config::RuntimeConfig;
 use crate::error::TrapKind;
+use crate::meter::CpuMeter;
 use crate::{Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, Webhook};
 
 /// The call a plugin runs on, as the embedder provides it: the real SIP dialog in
@@ -50,7 +51,7 @@ pub(crate) struct State<H> {
     pub(crate) host: Option<H>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) guest_output: MemoryOutputPipe,
     pub(crate) meter: CpuMeter,
     bounds: Bounds,
@@ -69,22 +70,56 @@ pub(crate) struct Bounds {
     max_log_bytes: usize,
 }
 
-/// Guest CPU time: wall time since the run started minus the time spent parked in async host
-/// calls. The epoch callback reads it; wasm runs only between host calls, so this is exact to
-/// within one epoch tick.
-pub(crate) struct CpuMeter {
-    started: Instant,
-    in_host: Duration,
-    pub(crate) budget: Duration,
+/// The store's resource limiter: wasmtime's [`StoreLimits`] for instance, table and memory
+/// counts, and our own memory size check, whose refusal is a trap that names the limit and is
+/// recorded here, so the trap is classified without reading wasmtime's message.
+pub(crate) struct Limits {
+    counts: StoreLimits,
+    max_memory_bytes: usize,
+    /// Set when a memory growth (or a memory's initial size) was refused.
+    pub(crate) memory_refused: bool,
 }
 
-impl CpuMeter {
-    pub(crate) fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory_bytes {
+            self.memory_refused = true;
+            return Err(wasmtime::Error::new(BoundExceeded {
+                kind: TrapKind::Memory,
+                what: format!(
+                    "the guest tried to grow a memory to {desired} bytes, more than the limit of \
+                     {} bytes",
+                    self.max_memory_bytes
+                ),
+            }));
+        }
+        self.counts.memory_growing(current, desired, maximum)
     }
 
-    pub(crate) fn over_budget(&self) -> bool {
-        self.guest_time() > self.budget
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
     }
 }
 
@@ -117,19 +152,18 @@ impl<H: CallHost> State<H> {
             host,
             wasi,
             table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(config.max_memory_bytes)
-                .instances(16)
-                .tables(16)
-                .memories(8)
-                .trap_on_grow_failure(true)
-                .build(),
-            guest_output,
-            meter: CpuMeter {
-                started: Instant::now(),
-                in_host: Duration::ZERO,
-                budget: config.cpu_budget,
+            limits: Limits {
+                counts: wasmtime::StoreLimitsBuilder::new()
+                    .instances(16)
+                    .tables(16)
+                    .memories(8)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                max_memory_bytes: config.max_memory_bytes,
+                memory_refused: false,
             },
+            guest_output,
+            meter: CpuMeter::new(config.cpu_budget, config.epoch_tick),
             bounds: Bounds {
                 max_host_calls: config.max_host_calls,
                 max_payload_bytes: config.max_payload_bytes,
@@ -143,16 +177,9 @@ impl<H: CallHost> State<H> {
         }
     }
 
-    /// Restarts the CPU meter: called right before the guest is entered, so instantiation
-    /// and queueing are not charged to it.
-    pub(crate) fn start_meter(&mut self) {
-        self.meter.started = Instant::now();
-        self.meter.in_host = Duration::ZERO;
-    }
-
-    /// Counts a host call and returns the call host; traps once the run has made too many,
-    /// or when there is no call (during `describe`).
-    fn call(&mut self) -> wasmtime::Result<&mut H> {
+    /// Counts a host call; traps once the run has made too many, or when there is no call
+    /// (during `describe`).
+    fn count_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.bounds.max_host_calls {
             return Err(wasmtime::Error::new(BoundExceeded {
@@ -160,18 +187,37 @@ impl<H: CallHost> State<H> {
                 what: format!("more than {} host calls", self.bounds.max_host_calls),
             }));
         }
-        self.host.as_mut().ok_or_else(|| {
-            wasmtime::Error::new(BoundExceeded {
-                kind: TrapKind::HostCalls,
-                what: "describe() may not call the host".into(),
-            })
-        })
+        if self.host.is_none() {
+            return Err(no_host());
+        }
+        Ok(())
+    }
+
+    /// Counts a host call and returns the call host (see [`State::count_call`]).
+    fn call(&mut self) -> wasmtime::Result<&mut H> {
+        self.count_call()?;
+        self.host.as_mut().ok_or_else(no_host)
+    }
+
+    /// [`State::call`] for an async host call, which also needs the CPU meter to pause it.
+    fn parking_call(&mut self) -> wasmtime::Result<(&mut H, &mut CpuMeter)> {
+        self.count_call()?;
+        let host = self.host.as_mut().ok_or_else(no_host)?;
+        Ok((host, &mut self.meter))
     }
 
     /// Bytes of the log the run dropped past its limit.
     pub(crate) fn log_dropped(&self) -> usize {
         self.log_dropped
     }
+}
+
+/// The error of a host call made while there is no call host (during `describe`).
+fn no_host() -> wasmtime::Error {
+    wasmtime::Error::new(BoundExceeded {
+        kind: TrapKind::HostCalls,
+        what: "describe() may not call the host".into(),
+    })
 }
 
 impl<H: CallHost> WasiView for State<H> {
@@ -204,7 +250,7 @@ impl<H: CallHost> host::Host for State<H> {
         hook: Webhook,
         payload: String,
     ) -> wasmtime::Result<Result<(), host::EventError>> {
-        self.call()?;
+        self.count_call()?;
         if self.events >= self.bounds.max_events {
             return Ok(Err(host::EventError::TooMany(self.bounds.max_events)));
         }
@@ -222,7 +268,10 @@ impl<H: CallHost> host::Host for State<H> {
                 "hook: {why}"
             ))));
         }
-        self.call()?.emit_event(hook, payload);
+        self.host
+            .as_mut()
+            .ok_or_else(no_host)?
+            .emit_event(hook, payload);
         self.events += 1;
         Ok(Ok(()))
     }
@@ -237,13 +286,13 @@ impl<H: CallHost> sip::Host for State<H> {
         &mut self,
         request: ReferRequest,
     ) -> wasmtime::Result<Result<ReferResponse, ReferError>> {
-        let host = self.call()?;
+        let (host, meter) = self.parking_call()?;
         if let Err(why) = check_refer(&request) {
             return Ok(Err(ReferError::Rejected(why)));
         }
-        let parked = Instant::now();
+        meter.pause();
         let response = host.send_refer(request).await;
-        self.meter.in_host += parked.elapsed();
+        meter.resume();
         Ok(response)
     }
 
@@ -252,12 +301,12 @@ impl<H: CallHost> sip::Host for State<H> {
         refer_id: u32,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<ReferEvent, NotifyError>> {
-        let host = self.call()?;
-        let parked = Instant::now();
+        let (host, meter) = self.parking_call()?;
+        meter.pause();
         let event = host
             .on_notify(refer_id, Duration::from_millis(u64::from(timeout_ms)))
             .await;
-        self.meter.in_host += parked.elapsed();
+        meter.resume();
         Ok(event)
     }
 }
@@ -327,8 +376,9 @@ fn check_refer(request: &ReferRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// Classifies a run's error into a trap kind.
-pub(crate) fn classify(err: &wasmtime::Error) -> TrapKind {
+/// Classifies a run's error into a trap kind, from the error's types and what the store
+/// recorded, never from wasmtime's message text.
+pub(crate) fn classify(err: &wasmtime::Error, memory_refused: bool) -> TrapKind {
     if let Some(bound) = err.downcast_ref::<BoundExceeded>() {
         return bound.kind;
     }
@@ -340,12 +390,21 @@ pub(crate) fn classify(err: &wasmtime::Error) -> TrapKind {
             _ => TrapKind::Other,
         };
     }
-    let text = format!("{err:?}");
-    if text.contains("forcing trap when growing memory") {
-        TrapKind::Memory
-    } else if text.contains("hostcall fuel") {
-        TrapKind::HostCalls
-    } else {
-        TrapKind::Other
+    if memory_refused {
+        return TrapKind::Memory;
     }
+    if is_hostcall_fuel_exhausted(err) {
+        return TrapKind::HostCalls;
+    }
+    TrapKind::Other
+}
+
+/// True when the guest passed the host more bytes in one call than the store's hostcall fuel
+/// allows. wasmtime 48 reports that with a private unit struct, `HostcallFuelExhausted`
+/// (`component/func/options.rs`), which cannot be downcast: its derived `Debug`, the type's
+/// name, is the most stable thing to match. The sandbox test
+/// `a_host_call_argument_larger_than_the_host_accepts_is_a_host_call_trap` pins it.
+pub(crate) fn is_hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|cause| format!("{cause:?}") == "HostcallFuelExhausted")
 }

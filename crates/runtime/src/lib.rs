@@ -4,13 +4,16 @@
 //! `wit/plugin.wit` (`verbhost:plugin@0.1.0`). The runtime follows wasmtime's fast path: one
 //! [`Runtime`] per process holds the `Engine` and a `Linker` built once; [`Runtime::load`]
 //! checks and pre-instantiates a plugin into a [`Plugin`]; every [`Plugin::run`] gets a fresh
-//! `Store`, so a trap in one verb can never affect another.
+//! `Store`, so a trap in one verb can never affect another. Instances come from wasmtime's
+//! pooling allocator; where its address space cannot be reserved the runtime allocates on
+//! demand instead, logs that at warn and reports it in [`Runtime::allocator`].
 //!
 //! The embedder supplies the call: a [`CallHost`] implementation that sends REFERs and
 //! delivers NOTIFYs (the SIP stack in production, scripted answers in the mock host).
 //!
-//! Each run is bounded: guest CPU time (epoch interruption, time parked in host calls not
-//! counted), linear memory, host calls, bytes passed in and out, log volume and events. A
+//! Each run is bounded: guest CPU time (epoch interruption; only CPU time the guest's thread
+//! ran is charged, so time parked in host calls, queued, paused or preempted is not), linear
+//! memory, host calls, bytes passed in and out, log volume and events. A
 //! guest that exceeds a bound traps and the run ends with a [`RunError`] that names the bound;
 //! the host and every other call carry on.
 //!
@@ -23,12 +26,13 @@ mod bindings;
 mod config;
 mod error;
 mod host;
+mod meter;
 mod plugin;
 
 pub use config::RuntimeConfig;
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
-pub use plugin::{Outcome, Plugin, Run, Runtime};
+pub use plugin::{Allocator, Outcome, Plugin, Run, Runtime};
 
 pub use bindings::exports::verbhost::plugin::verb::{PluginInfo, VerbError};
 pub use bindings::verbhost::plugin::sip::{

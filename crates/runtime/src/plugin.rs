@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
@@ -15,6 +17,7 @@ use crate::config::RuntimeConfig;
 use crate::error::{LoadError, RunError, TrapKind};
 use crate::host::{
     BoundExceeded, CallHost, PayloadError, State, check_hook, check_payload, classify,
+    is_hostcall_fuel_exhausted,
 };
 use crate::{CallInfo, PluginInfo, Webhook};
 
@@ -35,9 +38,36 @@ pub struct Runtime<H: CallHost> {
 
 struct Inner<H: CallHost> {
     engine: Engine,
+    allocator: Allocator,
     linker: Linker<State<H>>,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+}
+
+/// How the engine allocates the memories, tables and stacks of plugin instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocator {
+    /// wasmtime's pooling allocator: address space for `slots` concurrent runs is reserved
+    /// up front and reused, which is what makes a run cost microseconds.
+    Pooling {
+        /// Runs that can be instantiated at once ([`RuntimeConfig::max_concurrent_runs`]).
+        slots: u32,
+    },
+    /// Every instance is allocated on demand (mmap per run, slower), because the pool could
+    /// not be created; the runtime logged this at warn when it started.
+    OnDemand {
+        /// Why the pool could not be created, in wasmtime's words.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pooling { slots } => write!(f, "pooling ({slots} slots)"),
+            Self::OnDemand { reason } => write!(f, "on-demand (no pool: {reason})"),
+        }
+    }
 }
 
 impl<H: CallHost> Clone for Runtime<H> {
@@ -52,12 +82,28 @@ impl<H: CallHost> Runtime<H> {
     /// Builds the engine (pooling allocator sized by `config`, epoch interruption on), the
     /// linker, and starts the epoch ticker thread, which stops when the engine is dropped.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let engine = build_engine(&config)
-            .or_else(|pooled| {
-                // Some sandboxes refuse the pool's address-space reservation; run without it.
-                build_engine_on_demand().map_err(|_| pooled)
-            })
-            .map_err(|e| LoadError::Engine(format!("cannot build the wasm engine: {e:#}")))?;
+        let (engine, allocator) = match build_engine(&config) {
+            Ok(engine) => (
+                engine,
+                Allocator::Pooling {
+                    slots: config.max_concurrent_runs.max(1),
+                },
+            ),
+            Err(pooled) => {
+                // Some sandboxes refuse the pool's address-space reservation; run without it,
+                // loudly, since every figure of a run's cost changes.
+                let reason = format!("{pooled:#}");
+                let engine = build_engine_on_demand().map_err(|_| {
+                    LoadError::Engine(format!("cannot build the wasm engine: {reason}"))
+                })?;
+                tracing::warn!(
+                    reason = %reason,
+                    slots = config.max_concurrent_runs,
+                    "the pooling allocator could not be created; plugin instances are allocated on demand, which makes every run slower"
+                );
+                (engine, Allocator::OnDemand { reason })
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
@@ -74,6 +120,7 @@ impl<H: CallHost> Runtime<H> {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
+                allocator,
                 linker,
                 config,
                 slots,
@@ -86,14 +133,36 @@ impl<H: CallHost> Runtime<H> {
         &self.inner.config
     }
 
-    /// Reads and loads a plugin file.
+    /// How plugin instances are allocated: pooled, or on demand because the pool could not
+    /// be created. Worth showing in metrics and health checks, since it changes what a run
+    /// costs.
+    pub fn allocator(&self) -> &Allocator {
+        &self.inner.allocator
+    }
+
+    /// Reads and loads a plugin file. A file larger than [`RuntimeConfig::max_plugin_bytes`]
+    /// is refused from its length, without reading it.
     pub async fn load_file(&self, path: &std::path::Path) -> Result<Plugin<H>, LoadError> {
-        let bytes = tokio::fs::read(path)
+        let read_error = |source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let limit = self.inner.config.max_plugin_bytes;
+        let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        let len = file.metadata().await.map_err(read_error)?.len();
+        if len > limit as u64 {
+            return Err(LoadError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                limit,
+            });
+        }
+        // The file may grow after the check: read at most one byte past the limit, which
+        // `load` then refuses.
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(limit));
+        file.take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
             .await
-            .map_err(|source| LoadError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(read_error)?;
         self.load(&bytes).await
     }
 
@@ -267,6 +336,8 @@ pub struct Run<H> {
     pub guest_output: String,
     /// Log bytes dropped because the run wrote more than its limit.
     pub log_dropped: usize,
+    /// The guest CPU time charged to the run against [`RuntimeConfig::cpu_budget`].
+    pub cpu_time: Duration,
 }
 
 /// A verb's completion, checked by the host.
@@ -307,6 +378,8 @@ impl<H: CallHost> Plugin<H> {
                 Err(_) => Err(RunError::WallClock(limit)),
             }
         };
+        store.data_mut().meter.pause();
+        let cpu_time = store.data().meter.used();
         let guest_output =
             String::from_utf8_lossy(&store.data().guest_output.contents()).into_owned();
         let log_dropped = store.data().log_dropped();
@@ -332,6 +405,7 @@ impl<H: CallHost> Plugin<H> {
             host,
             guest_output,
             log_dropped,
+            cpu_time,
         }
     }
 
@@ -340,28 +414,24 @@ impl<H: CallHost> Plugin<H> {
         let inner = &self.runtime.inner;
         let mut store = Store::new(&inner.engine, State::new(host, &inner.config));
         store.limiter(|state| &mut state.limits);
-        store.set_hostcall_fuel(
-            inner
-                .config
-                .max_payload_bytes
-                .max(inner.config.max_verb_bytes)
-                + (64 << 10),
-        );
+        store.set_hostcall_fuel(hostcall_fuel(&inner.config));
         // Checked every tick while wasm runs: trap once the guest's own CPU time is spent,
-        // otherwise yield to the executor so one busy guest never starves the others.
-        store.epoch_deadline_callback(|ctx| {
-            let meter = &ctx.data().meter;
+        // otherwise yield to the executor so one busy guest never starves the others. The
+        // yield reopens the meter's segment on the thread that resumes the guest.
+        store.epoch_deadline_callback(|mut ctx| {
+            let meter = &mut ctx.data_mut().meter;
+            meter.tick();
             if meter.over_budget() {
                 return Err(wasmtime::Error::new(BoundExceeded {
                     kind: TrapKind::CpuBudget,
                     what: format!(
                         "guest used {:?} of CPU, more than its budget of {:?}",
-                        meter.guest_time(),
-                        meter.budget
+                        meter.used(),
+                        meter.budget()
                     ),
                 }));
             }
-            Ok(UpdateDeadline::Yield(1))
+            Ok(UpdateDeadline::YieldCustom(1, meter.yield_now()))
         });
         store.set_epoch_deadline(1);
         store
@@ -374,12 +444,12 @@ impl<H: CallHost> Plugin<H> {
         call: &CallInfo,
     ) -> Result<Outcome, RunError> {
         let instance = self.instantiate(store).await?;
-        store.data_mut().start_meter();
+        store.data_mut().meter.start();
         let result = instance
             .verbhost_plugin_verb()
             .call_run(&mut *store, verb, call)
             .await
-            .map_err(trap)?;
+            .map_err(|err| trap(err, store))?;
         let completion = result.map_err(RunError::Verb)?;
         let config = &self.runtime.inner.config;
         let payload = match check_payload(&completion.payload, config.max_payload_bytes) {
@@ -433,12 +503,12 @@ impl<H: CallHost> Plugin<H> {
             .instantiate(&mut store)
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
-        store.data_mut().start_meter();
+        store.data_mut().meter.start();
         let info = instance
             .verbhost_plugin_verb()
             .call_describe(&mut store)
             .await
-            .map_err(|e| LoadError::Describe(trap(e).to_string()))?;
+            .map_err(|e| LoadError::Describe(trap(e, &store).to_string()))?;
         if info.name.trim().is_empty()
             || info.verbs.is_empty()
             || info.verbs.iter().any(|v| v.trim().is_empty())
@@ -451,11 +521,26 @@ impl<H: CallHost> Plugin<H> {
     }
 }
 
+/// The most bytes a guest may pass the host in one call: the largest payload or verb, plus
+/// room for the call's other arguments.
+fn hostcall_fuel(config: &RuntimeConfig) -> usize {
+    config.max_payload_bytes.max(config.max_verb_bytes) + (64 << 10)
+}
+
 /// Turns a wasmtime error from a guest call into a [`RunError::Trap`].
-fn trap(err: wasmtime::Error) -> RunError {
+fn trap<H: CallHost>(err: wasmtime::Error, store: &Store<State<H>>) -> RunError {
+    let kind = classify(&err, store.data().limits.memory_refused);
+    let message = if is_hostcall_fuel_exhausted(&err) {
+        format!(
+            "the guest passed more than {} bytes to the host in one call: {err:#}",
+            store.hostcall_fuel()
+        )
+    } else {
+        format!("{err:#}")
+    };
     RunError::Trap {
-        kind: classify(&err),
-        message: format!("{err:#}"),
+        kind,
+        message,
         guest_output: String::new(),
     }
 }

@@ -50,7 +50,9 @@ pub struct SipRefer {
     /// after each provisional (1xx) NOTIFY.
     pub notify_timeout_ms: u32,
     /// `transferTimeout` in ms: the most the verb waits for the outcome after acceptance,
-    /// however many provisional NOTIFYs arrive.
+    /// however many provisional NOTIFYs arrive. It wins over a longer `notifyTimeout` (with a
+    /// warning); when not given it is [`DEFAULT_TRANSFER_TIMEOUT_MS`], or `notifyTimeout` when
+    /// that is longer.
     pub transfer_timeout_ms: u32,
     /// Things in the verb that were accepted but deserve a log line.
     pub warnings: Vec<String>,
@@ -78,12 +80,8 @@ impl SipRefer {
         let notify_timeout_ms = p
             .seconds("notifyTimeout", 1..=3600)?
             .unwrap_or(DEFAULT_NOTIFY_TIMEOUT_MS);
-        let transfer_timeout_ms = p
-            .seconds("transferTimeout", 1..=3600)?
-            .unwrap_or(DEFAULT_TRANSFER_TIMEOUT_MS.max(notify_timeout_ms));
-        if transfer_timeout_ms < notify_timeout_ms {
-            return Err(p.error("transferTimeout", "must not be shorter than notifyTimeout"));
-        }
+        let given_transfer_timeout_ms = p.seconds("transferTimeout", 1..=3600)?;
+        let transfer_timeout_ms = transfer_timeout(notify_timeout_ms, given_transfer_timeout_ms);
         // Check the target's form now, so a bad one is reported as a verb error before
         // anything is sent. The domain only matters for bare targets.
         format_target(&refer_to, "example.invalid").map_err(|e| p.error("referTo", e))?;
@@ -94,7 +92,15 @@ impl SipRefer {
             verbhost_common::headers::check_value("Referred-By", name)
                 .map_err(|e| p.error("referredByDisplayName", e))?;
         }
-        let warnings = p.finish()?;
+        let mut warnings = p.finish()?;
+        if transfer_timeout_ms < notify_timeout_ms {
+            warnings.push(format!(
+                "{VERB}: notifyTimeout ({} s) is longer than transferTimeout ({} s); \
+                 transferTimeout caps the wait",
+                notify_timeout_ms / 1000,
+                transfer_timeout_ms / 1000
+            ));
+        }
         Ok(SipRefer {
             id,
             refer_to,
@@ -135,6 +141,16 @@ impl SipRefer {
             headers: self.headers.clone(),
         })
     }
+}
+
+/// The hard cap on the wait, in ms, from `notifyTimeout` and the `transferTimeout` given.
+///
+/// The rule: `transferTimeout`, when given, always caps the wait, even below `notifyTimeout`
+/// (the wait then ends at `transferTimeout`). When it is not given, the cap is
+/// [`DEFAULT_TRANSFER_TIMEOUT_MS`], or `notifyTimeout` when that is longer, so a lone
+/// `notifyTimeout` above the default cap is honoured for the first wait.
+fn transfer_timeout(notify_timeout_ms: u32, given_transfer_timeout_ms: Option<u32>) -> u32 {
+    given_transfer_timeout_ms.unwrap_or(DEFAULT_TRANSFER_TIMEOUT_MS.max(notify_timeout_ms))
 }
 
 /// Why a target cannot be formatted.
@@ -489,6 +505,33 @@ mod tests {
     }
 
     #[test]
+    fn transfer_timeout_caps_the_wait_and_stretches_only_by_default() {
+        let v = SipRefer::parse(
+            r#"{"verb":"sip:refer","referTo":"x","notifyTimeout":10,"transferTimeout":5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (v.notify_timeout_ms, v.transfer_timeout_ms),
+            (10_000, 5_000)
+        );
+        assert_eq!(
+            v.warnings,
+            [
+                "sip:refer: notifyTimeout (10 s) is longer than transferTimeout (5 s); transferTimeout caps the wait"
+            ]
+        );
+        let v =
+            SipRefer::parse(r#"{"verb":"sip:refer","referTo":"x","notifyTimeout":300}"#).unwrap();
+        assert_eq!(
+            (v.notify_timeout_ms, v.transfer_timeout_ms),
+            (300_000, 300_000)
+        );
+        assert!(v.warnings.is_empty());
+        assert_eq!(transfer_timeout(40_000, None), DEFAULT_TRANSFER_TIMEOUT_MS);
+        assert_eq!(transfer_timeout(40_000, Some(1_000)), 1_000);
+    }
+
+    #[test]
     fn the_verb_names_what_is_wrong() {
         assert_eq!(
             invalid(r#"{"verb":"sip:refer"}"#),
@@ -505,10 +548,6 @@ mod tests {
         assert_eq!(
             invalid(r#"{"verb":"sip:refer","referTo":"<sip:x"}"#),
             "sip:refer: referTo: has a '<' without a matching '>' (or an empty <>)"
-        );
-        assert_eq!(
-            invalid(r#"{"verb":"sip:refer","referTo":"x","notifyTimeout":10,"transferTimeout":5}"#),
-            "sip:refer: transferTimeout: must not be shorter than notifyTimeout"
         );
         assert_eq!(
             invalid(r#"{"verb":"sip:decline","status":603}"#),

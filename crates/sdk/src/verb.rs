@@ -31,7 +31,8 @@ impl Verb {
     pub fn parse(json: &str) -> Result<Verb, VerbError> {
         let value = verbhost_common::json::parse(json)
             .map_err(|e| VerbError::InvalidVerb(format!("verb is not valid JSON: {e}")))?;
-        let (name, props) = verbhost_common::verb::split(value).map_err(VerbError::InvalidVerb)?;
+        let (name, props) = verbhost_common::verb::split(value)
+            .map_err(|e| VerbError::InvalidVerb(e.to_string()))?;
         Ok(Verb { name, props })
     }
 
@@ -114,21 +115,48 @@ impl<'a> Props<'a> {
         }
     }
 
+    /// An optional whole number within `range`.
+    pub fn integer(
+        &mut self,
+        key: &'a str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, VerbError> {
+        self.whole(key, &range, "a whole number")
+    }
+
     /// An optional whole number of seconds within `range`, returned in milliseconds.
     pub fn seconds(
         &mut self,
         key: &'a str,
         range: std::ops::RangeInclusive<u32>,
     ) -> Result<Option<u32>, VerbError> {
+        let wide = u64::from(*range.start())..=u64::from(*range.end());
+        let Some(secs) = self.whole(key, &wide, "a whole number of seconds")? else {
+            return Ok(None);
+        };
+        // Within `range`, so it fits a u32; only ranges past 4294967 s overflow the product.
+        match u32::try_from(secs).ok().and_then(|s| s.checked_mul(1000)) {
+            Some(ms) => Ok(Some(ms)),
+            None => Err(self.error(key, format!("{secs} seconds is too long in milliseconds"))),
+        }
+    }
+
+    /// An optional whole number within `range`; `what` names it in the error.
+    fn whole(
+        &mut self,
+        key: &'a str,
+        range: &std::ops::RangeInclusive<u64>,
+        what: &str,
+    ) -> Result<Option<u64>, VerbError> {
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
-        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(secs) if range.contains(&secs) => Ok(Some(secs * 1000)),
+        match value.as_u64() {
+            Some(n) if range.contains(&n) => Ok(Some(n)),
             _ => Err(self.error(
                 key,
                 format!(
-                    "expected a whole number of seconds from {} to {}, got {value}",
+                    "expected {what} from {} to {}, got {value}",
                     range.start(),
                     range.end()
                 ),
@@ -222,7 +250,9 @@ impl<'a> Props<'a> {
 }
 
 /// Parses a hook; also returns the documented-by-mistake keys it ignored.
-fn parse_hook(value: &Value) -> Result<(Webhook, Vec<&'static str>), String> {
+fn parse_hook(
+    value: &Value,
+) -> Result<(Webhook, Vec<&'static str>), verbhost_common::verb::HookError> {
     let (hook, ignored) = verbhost_common::verb::parse_hook(value)?;
     let hook = Webhook {
         url: hook.url,

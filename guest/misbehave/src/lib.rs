@@ -24,6 +24,7 @@ impl Plugin for Misbehave {
         let verb = verbhost_sdk::verb::Verb::parse(verb)?;
         let mut props = verb.props();
         let mode = props.string("mode")?.unwrap_or_default();
+        let count = props.integer("count", 0..=u64::MAX)?.unwrap_or(0);
         let _warnings = props.finish()?;
         let hook = Webhook {
             url: "http://127.0.0.1:9/events".into(),
@@ -35,6 +36,25 @@ impl Plugin for Misbehave {
         let mut event = "DONE".to_owned();
         match mode.as_str() {
             "ok" => {}
+            // Bounded real compute: `count` rounds of a multiply-xorshift, nothing else.
+            "burn" => {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64;
+                for _ in 0..count {
+                    x = black_box(x.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (x >> 29));
+                }
+                payload["burned"] = count.into();
+                payload["x"] = (x & 0xffff).into();
+            }
+            // `count` events, each a single host call.
+            "events" => {
+                for n in 0..count {
+                    if let Err(err) = host::emit_event(&hook, &json!({ "n": n })) {
+                        return Err(VerbError::Failed(err.message()));
+                    }
+                }
+            }
+            // One log line of 2 MiB: more bytes than the host accepts in one call.
+            "huge-log" => host::info(&"x".repeat(2 << 20)),
             "loop" => loop {
                 black_box(0u64);
             },

@@ -48,7 +48,8 @@ enum Ending {
     FinalNotify,
     /// The REFER got a 3xx-6xx response.
     ReferRejected,
-    /// The REFER's transaction timed out with no response (a local 408).
+    /// The REFER's transaction timed out with no response (a local 408): like a 408, this
+    /// ends the dialog (RFC 3261 §12.2.1.2).
     ReferTimeout,
     /// The 2xx carried `Refer-Sub: false`: accepted, and no NOTIFY will follow.
     ReferSubFalse,
@@ -58,7 +59,8 @@ enum Ending {
     ByeBeforeFinalNotify,
     /// No NOTIFY within `notifyTimeout`, or no final one within `transferTimeout`.
     NotifyTimeout,
-    /// The call's dialog was gone before the REFER could be sent.
+    /// The call's dialog is gone: it was gone before the REFER could be sent, or the REFER
+    /// got 481 or 408, which end the dialog (RFC 3261 §12.2.1.2, RFC 5057 §5.1).
     DialogGone,
     /// The REFER could not be sent.
     TransportError,
@@ -170,6 +172,7 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
             let mut outcome = Outcome::new(Ending::ReferTimeout);
             outcome.refer = Some((408, "Request Timeout".into()));
             outcome.detail = Some(ReferError::Timeout.message());
+            outcome.dialog_ended = true;
             return Ok(outcome);
         }
         Err(ReferError::DialogGone) => {
@@ -191,6 +194,17 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
 
     let mut outcome = Outcome::new(Ending::ReferRejected);
     outcome.refer = Some((response.status, response.reason.clone()));
+    if matches!(response.status, 408 | 481) {
+        // A 481 or 408 to a request in a dialog ends the dialog (RFC 3261 §12.2.1.2): the
+        // far end has no call with us any more, so the leg has left.
+        outcome.ending = Ending::DialogGone;
+        outcome.detail = Some(format!(
+            "the REFER got {} {}: the call's dialog no longer exists",
+            response.status, response.reason
+        ));
+        outcome.dialog_ended = true;
+        return Ok(outcome);
+    }
     if !outcome.accepted() {
         return Ok(outcome);
     }
@@ -210,14 +224,17 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
     let accepted_at = host::clock_ms();
     let hard_deadline = accepted_at.saturating_add(u64::from(verb.transfer_timeout_ms));
     let notify_timeout = u64::from(verb.notify_timeout_ms);
-    let mut deadline = accepted_at
-        .saturating_add(notify_timeout)
-        .min(hard_deadline);
+    // The next deadline, and whether transferTimeout cut it short of notifyTimeout.
+    let next_deadline = |from: u64| {
+        let wanted = from.saturating_add(notify_timeout);
+        (wanted.min(hard_deadline), hard_deadline < wanted)
+    };
+    let (mut deadline, mut capped) = next_deadline(accepted_at);
     loop {
         let now = host::clock_ms();
         if now >= deadline {
             outcome.ending = Ending::NotifyTimeout;
-            outcome.detail = Some(if deadline == hard_deadline {
+            outcome.detail = Some(if capped {
                 format!(
                     "no final NOTIFY within transferTimeout ({} ms)",
                     verb.transfer_timeout_ms
@@ -264,9 +281,7 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
                     outcome.final_status = Some((status.code, status.reason.clone()));
                     return Ok(outcome);
                 }
-                deadline = host::clock_ms()
-                    .saturating_add(notify_timeout)
-                    .min(hard_deadline);
+                (deadline, capped) = next_deadline(host::clock_ms());
             }
             None => host::warn(&format!(
                 "NOTIFY without a sipfrag status line (Content-Type {:?}, {} body bytes); ignored",
