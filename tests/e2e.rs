@@ -1536,6 +1536,18 @@ async fn past_max_calls_a_new_invite_gets_503_at_once_and_the_admitted_call_comp
         28271,
     )
     .await;
+    // /health and /metrics say how plugins are allocated (on-demand would slow everything).
+    let (status, health) = server.get("/health").await;
+    assert_eq!(
+        (status, health.as_str()),
+        (200, "ok\nplugin allocator: pooling (128 slots)\n")
+    );
+    server
+        .metrics_with(
+            r#"verbhost_plugin_allocator_info{kind="pooling",slots="128"} 1"#,
+            Duration::from_secs(1),
+        )
+        .await;
     // One call in progress: the slow transferee holds the transfer for 2.5 s.
     let caller = sipp_caller("uac-transferee-slow.xml", 28280, 28270);
     server

@@ -178,7 +178,7 @@ async fn shared(config: Config) -> anyhow::Result<Arc<session::Shared>> {
     let plugins = plugins::Plugins::load(config.plugins.dir.as_deref()).await?;
     let webhooks = webhook::Webhooks::new(config.webhooks.clone())
         .context("cannot build the webhook client")?;
-    let metrics = Arc::new(metrics::Metrics::new(plugins.verbs()));
+    let metrics = Arc::new(metrics::Metrics::new(plugins.verbs(), plugins.allocator()));
     Ok(Arc::new(session::Shared {
         plugins,
         webhooks,

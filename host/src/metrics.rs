@@ -21,7 +21,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use verbhost_runtime::Allocator;
 use verbhost_sip::endpoint::Stats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +141,8 @@ pub(crate) struct Metrics {
     event_hooks_abandoned: Family<CauseLabel, Counter>,
     labels: Labels,
     sip: Arc<SipCollector>,
+    /// The plugin allocator, for `/health`.
+    allocator: String,
     draining: AtomicBool,
 }
 
@@ -243,8 +247,21 @@ impl Collector for SipCollector {
 impl Metrics {
     /// The metrics of a host whose plugins implement `known_verbs` (the only verb label
     /// values).
-    pub(crate) fn new(known_verbs: impl IntoIterator<Item = String>) -> Metrics {
+    pub(crate) fn new(
+        known_verbs: impl IntoIterator<Item = String>,
+        allocator: &Allocator,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("verbhost");
+        let (kind, slots) = match allocator {
+            Allocator::Pooling { slots } => ("pooling", slots.to_string()),
+            Allocator::OnDemand { .. } => ("on_demand", "0".to_owned()),
+        };
+        registry.register(
+            "plugin_allocator",
+            "How plugin instances are allocated: pooling (slots: runs at once) or on_demand \
+             (the pool could not be reserved; every figure is slower; /health says why)",
+            Info::new(vec![("kind", kind.to_owned()), ("slots", slots)]),
+        );
         let calls = Family::<DirectionLabel, Counter>::default();
         registry.register("calls", "Calls handled, by direction", calls.clone());
         let calls_active = Gauge::default();
@@ -325,6 +342,7 @@ impl Metrics {
                 events: Mutex::default(),
             },
             sip,
+            allocator: allocator.to_string(),
             draining: AtomicBool::new(false),
         }
     }
@@ -457,10 +475,17 @@ async fn metrics_page(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
 }
 
 async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    let allocator = &metrics.allocator;
     if metrics.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("draining\nplugin allocator: {allocator}\n"),
+        )
     } else {
-        (StatusCode::OK, "ok\n")
+        (
+            StatusCode::OK,
+            format!("ok\nplugin allocator: {allocator}\n"),
+        )
     }
 }
 
@@ -470,7 +495,7 @@ mod tests {
 
     #[test]
     fn verb_and_outcome_labels_stay_bounded() {
-        let metrics = Metrics::new(["sip:refer".to_owned()]);
+        let metrics = Metrics::new(["sip:refer".to_owned()], &Allocator::Pooling { slots: 128 });
         let empty = metrics.encode().len();
         metrics.verb("sip:refer", "TRANSFER_REFER_SUCCESS");
         metrics.verb("sip:refer", "no-plugin");

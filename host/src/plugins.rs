@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use verbhost_runtime::{Plugin, Runtime, RuntimeConfig};
+use verbhost_runtime::{Allocator, Plugin, Runtime, RuntimeConfig};
 
 use crate::bridge::SipCallHost;
 
@@ -17,6 +17,7 @@ struct Entry {
 
 /// Verb name to plugin.
 pub(crate) struct Plugins {
+    runtime: Runtime<SipCallHost>,
     by_verb: BTreeMap<String, Entry>,
 }
 
@@ -28,6 +29,7 @@ impl Plugins {
         let runtime = Runtime::<SipCallHost>::new(RuntimeConfig::default())
             .context("cannot start the plugin runtime")?;
         let mut plugins = Plugins {
+            runtime: runtime.clone(),
             by_verb: BTreeMap::new(),
         };
         let builtin = runtime
@@ -78,6 +80,12 @@ impl Plugins {
     /// The plugin for `verb`.
     pub(crate) fn get(&self, verb: &str) -> Option<&Plugin<SipCallHost>> {
         self.by_verb.get(verb).map(|e| &e.plugin)
+    }
+
+    /// How the runtime allocates plugin instances (on-demand allocation, when the pool could
+    /// not be reserved, changes every performance figure).
+    pub(crate) fn allocator(&self) -> &Allocator {
+        self.runtime.allocator()
     }
 
     /// The verbs that have a plugin.

@@ -12,6 +12,24 @@ use std::time::Duration;
 /// under the mock exactly as on the wire.
 pub const BYE_GRACE: Duration = Duration::from_millis(300);
 
+/// Whether a `Refer-Sub` header value says "no subscription" (RFC 4488:
+/// `refer-sub-value *(SEMI exten)`, so `false;x=1` means false too). The value token is
+/// compared case-insensitively.
+///
+/// ```
+/// use verbhost_common::subscription::refer_sub_is_false;
+/// assert!(refer_sub_is_false("false"));
+/// assert!(refer_sub_is_false(" FALSE ;x=1"));
+/// assert!(!refer_sub_is_false("true"));
+/// assert!(!refer_sub_is_false("falsey"));
+/// ```
+pub fn refer_sub_is_false(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|token| token.trim().eq_ignore_ascii_case("false"))
+}
+
 /// The substate value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

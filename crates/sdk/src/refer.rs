@@ -120,7 +120,7 @@ impl SipRefer {
         use crate::sip::HeaderList;
         self.headers
             .header("Refer-Sub")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+            .is_some_and(verbhost_common::subscription::refer_sub_is_false)
     }
 
     /// The REFER to send on `call`.

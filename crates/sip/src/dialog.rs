@@ -359,7 +359,7 @@ impl ReferSubscriptions {
         let no_sub = response
             .headers
             .get("Refer-Sub")
-            .is_some_and(refer_sub_is_false);
+            .is_some_and(verbhost_common::subscription::refer_sub_is_false);
         sub.state = match (accepted, no_sub, sub.state) {
             (true, false, SubState::Pending) => SubState::Active,
             (true, false, state) => state,
@@ -463,15 +463,6 @@ impl ReferSubscriptions {
             None => Ok(None),
         }
     }
-}
-
-/// Whether a `Refer-Sub` value says no subscription (RFC 4488: `refer-sub-value *(SEMI
-/// exten)`, so `false;x=1` is false too; the token is compared case-insensitively).
-fn refer_sub_is_false(value: &str) -> bool {
-    value
-        .split(';')
-        .next()
-        .is_some_and(|token| token.trim().eq_ignore_ascii_case("false"))
 }
 
 #[cfg(test)]

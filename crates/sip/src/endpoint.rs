@@ -54,7 +54,7 @@ impl EndpointConfig {
             transport: Transport::Udp,
             timers: Timers::default(),
             contact_user: "verbhost".into(),
-            bye_grace: Duration::from_millis(300),
+            bye_grace: verbhost_common::subscription::BYE_GRACE,
             admission: Admission::default(),
             tcp: TcpLimits::default(),
         }

@@ -211,7 +211,7 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
     let no_subscription = response
         .headers
         .header("Refer-Sub")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        .is_some_and(verbhost_sdk::common::subscription::refer_sub_is_false);
     if no_subscription {
         outcome.ending = Ending::ReferSubFalse;
         return Ok(outcome);
