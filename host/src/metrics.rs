@@ -146,6 +146,14 @@ pub(crate) struct Metrics {
     draining: AtomicBool,
 }
 
+/// One counter family of [`SipCollector`]: no label when `label` is empty.
+struct SipFamily {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: Vec<(&'static str, u64)>,
+}
+
 /// The SIP stack's own counters, read from the endpoint's [`Stats`] at every scrape (the
 /// endpoint is bound after the metrics exist; until then nothing is reported).
 #[derive(Debug, Default)]
@@ -157,26 +165,32 @@ impl Collector for SipCollector {
             return Ok(());
         };
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let families: [(&str, &str, &str, Vec<(&str, u64)>); 7] = [
-            (
+        let family = |name, help, label, values| SipFamily {
+            name,
+            help,
+            label,
+            values,
+        };
+        let families = [
+            family(
                 "sip_messages_dropped",
                 "SIP messages that did not parse and could not be answered",
                 "",
                 vec![("", get(&stats.dropped))],
             ),
-            (
+            family(
                 "sip_requests_rejected",
                 "SIP requests that did not parse, answered 400 or 505",
                 "",
                 vec![("", get(&stats.rejected))],
             ),
-            (
+            family(
                 "sip_retransmissions",
                 "Retransmitted SIP requests answered from their transaction",
                 "",
                 vec![("", get(&stats.retransmissions))],
             ),
-            (
+            family(
                 "sip_notifies_ignored",
                 "In-dialog NOTIFYs answered but not delivered to the plugin, by cause (duplicate: \
                  repeats the previous one; excess: past the per-subscription limit; coalesced: a \
@@ -188,7 +202,7 @@ impl Collector for SipCollector {
                     ("coalesced", get(&stats.notify_coalesced)),
                 ],
             ),
-            (
+            family(
                 "sip_calls_refused",
                 "New INVITEs answered 503 with Retry-After, by cause (max_calls, rate: \
                  max_calls_per_sec, queue_delay: waited past max_queue_delay_ms, no_capacity: \
@@ -201,13 +215,13 @@ impl Collector for SipCollector {
                     ("no_capacity", get(&stats.refused_no_capacity)),
                 ],
             ),
-            (
+            family(
                 "sip_calls_unanswered",
                 "Inbound calls dropped without an answer by the server, answered 500",
                 "",
                 vec![("", get(&stats.unanswered_calls))],
             ),
-            (
+            family(
                 "sip_tcp_closed",
                 "TCP connections closed by verbhost, by cause (max_connections, \
                  max_connections_per_ip, message_timeout, idle_timeout, unframeable, \
@@ -224,7 +238,13 @@ impl Collector for SipCollector {
                 ],
             ),
         ];
-        for (name, help, label, values) in families {
+        for SipFamily {
+            name,
+            help,
+            label,
+            values,
+        } in families
+        {
             let mut family = encoder.encode_descriptor(
                 name,
                 help,
