@@ -1609,3 +1609,137 @@ async fn past_max_calls_a_new_invite_gets_503_at_once_and_the_admitted_call_comp
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
 }
+
+/// Sends `bytes` to `to` and returns the answer, or `None` when none comes within 2 s.
+fn udp_exchange(socket: &std::net::UdpSocket, to: &str, bytes: &[u8]) -> Option<String> {
+    socket.send_to(bytes, to).unwrap();
+    let mut buffer = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_trace_shows_garbage_a_bad_request_and_an_options_with_their_causes() {
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example"}]).to_string(),
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28940",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--sip-trace",
+        ],
+        28941,
+    )
+    .await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let host = "127.0.0.1:28940";
+    let head = |method: &str, branch: &str, extra: &str| {
+        format!(
+            "{method} sip:app@{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p1\r\nTo: <sip:app@{host}>\r\n\
+             Call-ID: {branch}@127.0.0.1\r\nCSeq: 1 {method}\r\n{extra}\r\n"
+        )
+    };
+    // Garbage, with a terminal escape in it: dropped (there is nothing to answer).
+    let garbage = b"\x01\x02hello \x1b[31mworld\r\n\r\n";
+    assert_eq!(udp_exchange(&socket, host, garbage), None);
+    // A request with a Content-Length that is not a number: answered 400 with the cause.
+    let bad = head("OPTIONS", "bad", "Content-Length: many\r\n");
+    let answer = udp_exchange(&socket, host, bad.as_bytes()).expect("an answer to the bad one");
+    assert!(answer.starts_with("SIP/2.0 400 Bad Request"), "{answer}");
+    // A good OPTIONS: answered 200.
+    let options = head("OPTIONS", "good", "Content-Length: 0\r\n");
+    let answer = udp_exchange(&socket, host, options.as_bytes()).expect("an answer to OPTIONS");
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+
+    let metrics = server
+        .metrics_with(
+            r#"verbhost_sip_messages_dropped_total{cause="unparseable"} 1"#,
+            Duration::from_secs(5),
+        )
+        .await;
+    let expected = [
+        r#"verbhost_sip_messages_dropped_total{cause="keepalive"} 0"#,
+        "verbhost_sip_requests_rejected_total{} 1",
+        r#"verbhost_sip_requests_answered_error_total{cause="no_dialog"} 0"#,
+    ];
+    assert_eq!(
+        missing(&metrics, &expected),
+        Vec::<&str>::new(),
+        "{metrics}"
+    );
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+
+    // Each message is there under its sngrep-style header line, in order.
+    let inbound = format!("UDP {local} -> {host} (");
+    let outbound = format!("UDP {host} -> {local} (");
+    let garbage_at = log
+        .find(&format!(
+            "{inbound}{} bytes)\n\\x01\\x02hello \\x1b[31mworld\n\n",
+            garbage.len()
+        ))
+        .unwrap_or_else(|| panic!("the garbage datagram, escaped:\n{log}"));
+    let dropped_at = log
+        .find(&format!(
+            "UDP {local} -> {host} DROPPED (unparseable): bad start line"
+        ))
+        .unwrap_or_else(|| panic!("the drop and its cause:\n{log}"));
+    let bad_at = log
+        .find(&format!(
+            "{inbound}{} bytes)\nOPTIONS sip:app@{host} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bad\n",
+            bad.len()
+        ))
+        .unwrap_or_else(|| panic!("the bad request:\n{log}"));
+    let answered_at = log
+        .find(&format!(
+            "UDP {host} -> {local} ANSWERED 400: bad Content-Length \"many\""
+        ))
+        .unwrap_or_else(|| panic!("the 400 and its cause:\n{log}"));
+    let rejected_at = log
+        .find(&outbound)
+        .filter(|&at| log[at..].contains("bytes)\nSIP/2.0 400 Bad Request"))
+        .unwrap_or_else(|| panic!("the 400 sent:\n{log}"));
+    let options_at = log
+        .find(&format!(
+            "{inbound}{} bytes)\nOPTIONS sip:app@{host} SIP/2.0\n",
+            options.len()
+        ))
+        .filter(|&at| log[at..].contains("branch=z9hG4bK-good\n"))
+        .unwrap_or_else(|| panic!("the OPTIONS:\n{log}"));
+    let ok_at = log
+        .rfind(&outbound)
+        .filter(|&at| log[at..].contains("bytes)\nSIP/2.0 200 OK\n"))
+        .unwrap_or_else(|| panic!("the 200 sent:\n{log}"));
+    assert!(
+        garbage_at < dropped_at
+            && dropped_at < bad_at
+            && bad_at < answered_at
+            && answered_at < rejected_at
+            && rejected_at < options_at
+            && options_at < ok_at,
+        "{log}"
+    );
+    // A header line starts with the date and time, to the microsecond.
+    let line_start = log[..garbage_at].rfind('\n').map_or(0, |at| at + 1);
+    let stamp = &log[line_start..garbage_at];
+    assert_eq!(
+        stamp.len(),
+        "2026-12-01 21:26:02.123456 ".len(),
+        "{stamp:?}"
+    );
+    assert!(
+        stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[19] == b'.',
+        "{stamp:?}"
+    );
+    // Nothing hostile reaches the terminal as is.
+    assert!(!log.contains('\x1b') && !log.contains('\x01'), "{log:?}");
+}

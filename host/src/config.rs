@@ -254,6 +254,8 @@ pub(crate) struct LogConfig {
     pub(crate) format: LogFormat,
     /// A tracing filter (`info`, `verbhost=debug,warn`, ...); `RUST_LOG` overrides it.
     pub(crate) level: String,
+    /// Print every SIP message sent and received on stderr, sngrep style (`--sip-trace`).
+    pub(crate) sip_trace: bool,
 }
 
 impl Default for LogConfig {
@@ -261,6 +263,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+            sip_trace: false,
         }
     }
 }

@@ -51,9 +51,10 @@ type Ladder = Arc<Mutex<Vec<Hop>>>;
 /// A webhook the demo application received.
 type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
-pub(crate) async fn run() -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(sip_trace: bool) -> anyhow::Result<ExitCode> {
     let mut config = Config::default();
     config.log.level = "warn".into();
+    config.log.sip_trace = sip_trace;
     config.log.format = LogFormat::Text;
     config.webhooks.timeout_ms = 2_000;
     crate::init_logging(&config);

@@ -18,6 +18,7 @@ mod metrics;
 mod plugins;
 mod serve;
 mod session;
+mod sip_trace;
 mod test_cmd;
 mod webhook;
 
@@ -61,6 +62,10 @@ struct Common {
     /// Log filter, e.g. `info` or `verbhost=debug` (RUST_LOG overrides it).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Print every SIP message sent and received on stderr, sngrep style, with the messages
+    /// dropped or answered with an error and why.
+    #[arg(long)]
+    sip_trace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +116,11 @@ enum Command {
     },
     /// Run a complete transfer on loopback, with a built-in transferee, transfer target and
     /// webhook receiver, and show it as a SIP ladder with the webhooks received.
-    Demo,
+    Demo {
+        /// Also print every SIP message on stderr, sngrep style.
+        #[arg(long)]
+        sip_trace: bool,
+    },
     /// Run a plugin against mock-host scenarios (no network): prints PASS/FAIL per scenario
     /// with a diff, and exits non-zero if any fails.
     Test {
@@ -148,6 +157,9 @@ impl Common {
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
         }
+        if self.sip_trace {
+            config.log.sip_trace = true;
+        }
         Ok(config)
     }
 }
@@ -158,19 +170,28 @@ pub(crate) fn base_url(base: Option<&str>) -> anyhow::Result<Option<Url>> {
         .transpose()
 }
 
-/// Logs go to stderr (stdout carries `call`'s JSON lines and the demo).
+/// Logs go to stderr (stdout carries `call`'s JSON lines and the demo), and so does the SIP
+/// trace when `log.sip_trace` is on, whatever the log filter.
 fn init_logging(config: &Config) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let logs = match config.log.format {
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+    };
+    let trace = config.log.sip_trace.then(sip_trace::layer);
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(trace)
+        .try_init();
 }
 
 /// Loads the plugins and builds what every call shares.
@@ -239,7 +260,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             call_cmd::run(shared(config).await?, args).await
         }
-        Command::Demo => demo::run().await,
+        Command::Demo { sip_trace } => demo::run(sip_trace).await,
         Command::Test {
             plugin,
             scenarios,

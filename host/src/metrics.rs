@@ -174,9 +174,31 @@ impl Collector for SipCollector {
         let families = [
             family(
                 "sip_messages_dropped",
-                "SIP messages that did not parse and could not be answered",
-                "",
-                vec![("", get(&stats.dropped))],
+                "SIP messages received and dropped without an answer, by cause (unparseable: \
+                 did not parse and could not be answered 400; keepalive: only CR/LF; \
+                 no_branch: a request whose top Via has no branch; stray_response: a response \
+                 to none of our transactions)",
+                "cause",
+                vec![
+                    ("unparseable", get(&stats.dropped)),
+                    ("keepalive", get(&stats.dropped_keepalive)),
+                    ("no_branch", get(&stats.dropped_no_branch)),
+                    ("stray_response", get(&stats.dropped_stray_response)),
+                ],
+            ),
+            family(
+                "sip_requests_answered_error",
+                "SIP requests that parsed, answered 4xx/5xx by the stack, by cause (no_dialog: \
+                 481; not_implemented: 501; bad_event: 489; bad_cseq: 400 or 500 for a missing \
+                 or out-of-order CSeq; 503s are in sip_calls_refused, 400/505 for requests \
+                 that did not parse in sip_requests_rejected)",
+                "cause",
+                vec![
+                    ("no_dialog", get(&stats.answered_no_dialog)),
+                    ("not_implemented", get(&stats.answered_not_implemented)),
+                    ("bad_event", get(&stats.answered_bad_event)),
+                    ("bad_cseq", get(&stats.answered_bad_cseq)),
+                ],
             ),
             family(
                 "sip_requests_rejected",

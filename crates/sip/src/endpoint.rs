@@ -19,6 +19,7 @@ use crate::dialog::{
     Dialog, DialogId, NotifyVerdict, ReferSubscriptions, SubscriptionError, SubscriptionEvent,
 };
 use crate::message::{Headers, Message, Method, Request, Response, SipHeaders, addr_uri};
+use crate::trace::{self, DropCause};
 use crate::transaction::{
     ClientEvent, ClientInvite, ClientNonInvite, InviteClientEvent, ServerEvent, ServerInvite,
     ServerInviteTick, ServerNonInvite, Tick, Timers,
@@ -137,8 +138,22 @@ pub enum ReferWait {
 pub struct Stats {
     /// Messages that did not parse and could not be answered.
     pub dropped: AtomicU64,
+    /// Keep-alives received (only CR/LF), dropped as they should be.
+    pub dropped_keepalive: AtomicU64,
+    /// Requests dropped because their top Via has no branch.
+    pub dropped_no_branch: AtomicU64,
+    /// Responses dropped because they match none of our transactions.
+    pub dropped_stray_response: AtomicU64,
     /// Requests answered 400 or 505 because they did not parse.
     pub rejected: AtomicU64,
+    /// Requests answered 481: no such dialog or transaction.
+    pub answered_no_dialog: AtomicU64,
+    /// Requests answered 501: a method we do not implement.
+    pub answered_not_implemented: AtomicU64,
+    /// NOTIFYs answered 489: an Event we do not know.
+    pub answered_bad_event: AtomicU64,
+    /// In-dialog requests answered 400 (no CSeq) or 500 (CSeq out of order).
+    pub answered_bad_cseq: AtomicU64,
     /// Retransmitted requests answered from a transaction's cache.
     pub retransmissions: AtomicU64,
     /// NOTIFYs answered 200 but not queued: the same Subscription-State, Content-Type and
@@ -611,7 +626,21 @@ impl Core {
     }
 
     async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
+        trace::sent(self.config.transport, self.local, to, &bytes);
         self.sender.send(to, bytes).await
+    }
+
+    /// Counts and traces a received message dropped for `cause`.
+    fn drop_message(&self, from: SocketAddr, cause: DropCause, detail: &dyn std::fmt::Display) {
+        let counter = match cause {
+            DropCause::KeepAlive => &self.stats.dropped_keepalive,
+            DropCause::Unparseable => &self.stats.dropped,
+            DropCause::NoBranch => &self.stats.dropped_no_branch,
+            DropCause::StrayResponse => &self.stats.dropped_stray_response,
+            DropCause::Unframeable => &self.stats.tcp_unframeable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        trace::dropped(self.config.transport, from, self.local, cause, detail);
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -845,30 +874,40 @@ impl Core {
 impl Core {
     async fn on_inbound(&mut self, inbound: Inbound) {
         let received = inbound.received;
+        trace::received(
+            self.config.transport,
+            inbound.from,
+            self.local,
+            &inbound.bytes,
+        );
         let message = match wire::parse(&inbound.bytes) {
             Ok(message) => message,
-            Err(wire::ParseError::Empty) => return,
+            Err(err @ wire::ParseError::Empty) => {
+                self.drop_message(inbound.from, DropCause::KeepAlive, &err);
+                return;
+            }
             Err(err) => {
                 match wire::error_response(&inbound.bytes, &err) {
                     Some(response) => {
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        let (transport, local) = (self.config.transport, self.local);
+                        trace::answered(transport, local, inbound.from, response.status, &err);
                         let _ = self.send(inbound.from, response.to_bytes()).await;
                     }
-                    None => {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                    None => self.drop_message(inbound.from, DropCause::Unparseable, &err),
                 }
                 return;
             }
         };
         match message {
-            Message::Response(response) => self.on_response(response).await,
+            Message::Response(response) => self.on_response(response, inbound.from).await,
             Message::Request(request) => self.on_request(request, inbound.from, received).await,
         }
     }
 
-    async fn on_response(&mut self, response: Response) {
+    async fn on_response(&mut self, response: Response, from: SocketAddr) {
         let Some(branch) = response.via_branch().map(str::to_owned) else {
+            self.drop_message(from, DropCause::StrayResponse, &"no Via branch");
             return;
         };
         let now = Instant::now();
@@ -908,6 +947,9 @@ impl Core {
         }
         if self.invites.contains_key(&branch) {
             self.on_invite_response(&branch, response, now).await;
+        } else {
+            let detail = format!("{} to branch {branch}", response.status);
+            self.drop_message(from, DropCause::StrayResponse, &detail);
         }
     }
 
@@ -1002,6 +1044,28 @@ impl Core {
             response.reason = reason.to_owned();
         }
         let bytes = response.to_bytes();
+        let cause = match status {
+            481 => Some((
+                &self.stats.answered_no_dialog,
+                "no such dialog or transaction",
+            )),
+            501 => Some((
+                &self.stats.answered_not_implemented,
+                "method not implemented",
+            )),
+            489 => Some((&self.stats.answered_bad_event, "unknown Event")),
+            400 | 500 => Some((
+                &self.stats.answered_bad_cseq,
+                "missing or out-of-order CSeq",
+            )),
+            _ => None,
+        };
+        if let Some((counter, cause)) = cause {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let (transport, local) = (self.config.transport, self.local);
+            let cause = format_args!("{cause} ({} {})", request.method, request.uri);
+            trace::answered(transport, local, to, status, &cause);
+        }
         let key = server_key(request);
         if let Some(key) = key
             && let Some((tx, _)) = self.servers.get_mut(&key)
@@ -1015,6 +1079,7 @@ impl Core {
         let now = Instant::now();
         let reliable = self.config.transport.reliable();
         let Some(key) = server_key(&request) else {
+            self.drop_message(from, DropCause::NoBranch, &request.method);
             return;
         };
         // Retransmissions are answered from the transaction, never delivered twice.
@@ -1204,13 +1269,15 @@ impl Core {
     /// 3261 §8.2.7): no transaction, no 100 Trying, and a To tag computed from the request, so
     /// a retransmission gets the same answer. Its ACK matches nothing and is absorbed.
     async fn refuse(&mut self, request: &Request, from: SocketAddr, why: Refusal) {
-        let counter = match why {
-            Refusal::MaxCalls => &self.stats.refused_max_calls,
-            Refusal::Rate => &self.stats.refused_rate,
-            Refusal::QueueDelay => &self.stats.refused_queue_delay,
-            Refusal::NoCapacity => &self.stats.refused_no_capacity,
+        let (counter, cause) = match why {
+            Refusal::MaxCalls => (&self.stats.refused_max_calls, "max_calls"),
+            Refusal::Rate => (&self.stats.refused_rate, "max_calls_per_sec"),
+            Refusal::QueueDelay => (&self.stats.refused_queue_delay, "max_queue_delay"),
+            Refusal::NoCapacity => (&self.stats.refused_no_capacity, "no capacity to accept"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let (transport, local) = (self.config.transport, self.local);
+        trace::answered(transport, local, from, 503, &cause);
         let mut hasher = self.tag_key.build_hasher();
         for part in [request.call_id(), request.from_tag(), request.via_branch()] {
             hasher.write(part.unwrap_or_default().as_bytes());

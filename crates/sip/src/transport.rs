@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::endpoint::Stats;
+use crate::trace::{self, DropCause};
 use crate::wire::{self, StreamFramer};
 
 /// Which transport an endpoint uses.
@@ -163,6 +164,8 @@ pub(crate) struct TcpSender {
     inbound: mpsc::Sender<Inbound>,
     limits: TcpLimits,
     stats: Arc<Stats>,
+    /// The listening address (the `dst` of what is traced as received).
+    local: SocketAddr,
 }
 
 impl Sender {
@@ -327,7 +330,11 @@ impl TcpSender {
                     }
                     Ok(None) => break,
                     // A stream that cannot be framed cannot be resynchronised: close it.
-                    Err(_) => return bump(&self.stats.tcp_unframeable),
+                    Err(err) => {
+                        let cause = DropCause::Unframeable;
+                        trace::dropped(Transport::Tcp, peer, self.local, cause, &err);
+                        return bump(&self.stats.tcp_unframeable);
+                    }
                 }
             }
             partial_since = match (framer.buffered(), partial_since) {
@@ -381,6 +388,7 @@ pub(crate) async fn bind(
                 inbound,
                 limits,
                 stats,
+                local,
             };
             let acceptor = sender.clone();
             tokio::spawn(async move {
