@@ -1668,7 +1668,7 @@ async fn sip_trace_shows_garbage_a_bad_request_and_an_options_with_their_causes(
         .await;
     let expected = [
         r#"verbhost_sip_messages_dropped_total{cause="keepalive"} 0"#,
-        "verbhost_sip_requests_rejected_total{} 1",
+        "verbhost_sip_requests_rejected_total 1",
         r#"verbhost_sip_requests_answered_error_total{cause="no_dialog"} 0"#,
     ];
     assert_eq!(

@@ -273,13 +273,14 @@ impl Collector for SipCollector {
                 None,
                 ConstCounter::<u64>::default().metric_type(),
             )?;
+            if label.is_empty() {
+                // One value, no label: `name_total N`, not `name_total{} N`.
+                let count = values.first().map_or(0, |(_, count)| *count);
+                ConstCounter::new(count).encode(family)?;
+                continue;
+            }
             for (value, count) in values {
-                let counter = ConstCounter::new(count);
-                if label.is_empty() {
-                    counter.encode(family.encode_family(&Vec::<(&str, &str)>::new())?)?;
-                } else {
-                    counter.encode(family.encode_family(&[(label, value)])?)?;
-                }
+                ConstCounter::new(count).encode(family.encode_family(&[(label, value)])?)?;
             }
         }
         Ok(())
