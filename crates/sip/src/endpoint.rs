@@ -377,7 +377,9 @@ impl Endpoint {
 }
 
 impl IncomingCall {
-    /// Answers 200 with `sdp`; the call is established when this returns (the ACK may follow).
+    /// Answers 200 with `sdp`; the call is established when this returns (the ACK may
+    /// follow). Requests of ours in the call ([`Call::refer`], [`Call::hangup`]) wait for the
+    /// ACK before they go out.
     pub async fn answer(self, sdp: Vec<u8>) -> Option<Call> {
         let handle = self.guard.endpoint.clone();
         self.guard
