@@ -1743,3 +1743,136 @@ async fn sip_trace_shows_garbage_a_bad_request_and_an_options_with_their_causes(
     // Nothing hostile reaches the terminal as is.
     assert!(!log.contains('\x1b') && !log.contains('\x01'), "{log:?}");
 }
+
+/// Sends an out-of-dialog OPTIONS (a dispatcher's probe) from `socket` to `to` and returns the
+/// answer's first line and the whole answer.
+fn probe_options(socket: &std::net::UdpSocket, to: &str, branch: &str) -> (String, String) {
+    let local = socket.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:dispatcher@127.0.0.1>;tag=d1\r\nTo: <sip:{to}>\r\n\
+         Call-ID: {branch}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.send_to(options.as_bytes(), to).unwrap();
+    let mut buffer = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buffer).expect("an answer to OPTIONS");
+    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    let first = answer.lines().next().unwrap_or_default().to_owned();
+    (first, answer)
+}
+
+/// Issue 9: a Kamailio dispatcher probes with OPTIONS. While serving the answer is 200; once
+/// SIGTERM starts the drain it is 503 with Retry-After (the node goes inactive), a new INVITE
+/// is a stateless 503 counted as `draining`, and the call in progress still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_sigterm_drain_options_probes_get_503() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action"), "eventHook": receiver.url("/event")}]).to_string(),
+    );
+    let config = TempFile::new("verbhost.toml", "[sip]\nretry_after_s = 9\n");
+    let mut server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28290",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--config",
+            config.path.to_str().unwrap(),
+        ],
+        28291,
+    )
+    .await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (first, answer) = probe_options(&socket, "127.0.0.1:28290", "z9hG4bK-probe1");
+    assert_eq!(first, "SIP/2.0 200 OK", "{answer}");
+    let caller = sipp_caller("uac-transferee-slow.xml", 28300, 28290);
+    // The transfer is under way (NOTIFY 100 and 180 posted) when SIGTERM arrives.
+    let hits = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 2, "{}", server.log());
+    server.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (first, answer) = probe_options(&socket, "127.0.0.1:28290", "z9hG4bK-probe2");
+    assert!(
+        first.starts_with("SIP/2.0 503"),
+        "{answer}\n{}",
+        server.log()
+    );
+    assert!(answer.contains("\r\nRetry-After: 9\r\n"), "{answer}");
+    let invite = format!(
+        "INVITE sip:app@127.0.0.1:28290 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-late\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:late@127.0.0.1>;tag=l1\r\nTo: <sip:app@127.0.0.1>\r\n\
+         Call-ID: late@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:late@{local}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        local = socket.local_addr().unwrap()
+    );
+    socket
+        .send_to(invite.as_bytes(), "127.0.0.1:28290")
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let (n, _) = socket
+        .recv_from(&mut buffer)
+        .expect("an answer to the INVITE");
+    let refused = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(
+        refused.starts_with("SIP/2.0 503"),
+        "the first answer is the 503, not 100 Trying:\n{refused}"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"verbhost_sip_calls_refused_total{cause="draining"} 1"#),
+        "{metrics}"
+    );
+    // The call in progress runs to its end: final NOTIFY, actionHook, BYE.
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("exits once drained")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"]);
+}
+
+/// Issue 9: behind a record-routing proxy a REFER sent right behind the 200 can overtake it.
+/// The host holds its REFER until the ACK: a caller that ACKs 300 ms late gets no REFER
+/// before its ACK (the scenario fails on one) and the transfer still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_acks_late_gets_the_refer_only_after_its_ack() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action")}]).to_string(),
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28310",
+            "--app",
+            app.path.to_str().unwrap(),
+        ],
+        28311,
+    )
+    .await;
+    let caller = sipp_caller("uac-transferee-late-ack.xml", 28320, 28310);
+    let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
+        .await
+        .unwrap();
+    assert!(outcome.passed(), "{}\n{}", outcome.describe(), server.log());
+    let hits = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].json["event"], "TRANSFER_REFER_SUCCESS");
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}

@@ -228,14 +228,23 @@ impl Collector for SipCollector {
                 "sip_calls_refused",
                 "New INVITEs answered 503 with Retry-After, by cause (max_calls, rate: \
                  max_calls_per_sec, queue_delay: waited past max_queue_delay_ms, no_capacity: \
-                 the server's accept queue was full)",
+                 the server's accept queue was full, draining: the server is shutting down)",
                 "cause",
                 vec![
                     ("max_calls", get(&stats.refused_max_calls)),
                     ("rate", get(&stats.refused_rate)),
                     ("queue_delay", get(&stats.refused_queue_delay)),
                     ("no_capacity", get(&stats.refused_no_capacity)),
+                    ("draining", get(&stats.refused_draining)),
                 ],
+            ),
+            family(
+                "sip_calls_unacked",
+                "Inbound calls whose 200 got no ACK within Timer H (64*T1): the dialog never \
+                 came up for the caller, so a REFER waiting for the ACK failed (dialog_gone) \
+                 and the call was ended with a BYE",
+                "",
+                vec![("", get(&stats.unacked_answers))],
             ),
             family(
                 "sip_calls_unanswered",

@@ -88,11 +88,15 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
 /// up the rest and waits (bounded) for their sessions to report.
 async fn drain(shared: &Shared, endpoint: &Endpoint, mut calls: JoinSet<()>, active: Active) {
     shared.metrics.set_draining();
+    // From now on the endpoint refuses new INVITEs statelessly (503, Retry-After) and
+    // answers OPTIONS probes 503, so a dispatcher takes this node out of rotation.
+    endpoint.set_draining(true);
     let limit = Duration::from_secs(shared.config.server.drain_timeout_s);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
+                // Only calls admitted before the drain began are still queued here.
                 if let Some(incoming) = incoming {
                     shared.metrics.call_rejected();
                     tracing::info!(from = %incoming.from, "INVITE refused with 503: draining");

@@ -50,6 +50,8 @@ pub(crate) enum Refusal {
     QueueDelay,
     /// The application's queue of calls to accept is full, or nobody accepts calls.
     NoCapacity,
+    /// The endpoint is draining (never from [`Gate::check`]; the core checks it first).
+    Draining,
 }
 
 /// The admission decision and the state it keeps (the rate's token bucket), without I/O.

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -172,6 +172,12 @@ pub struct Stats {
     /// New INVITEs refused 503: the application's queue of calls to accept was full (or
     /// nobody accepts calls).
     pub refused_no_capacity: AtomicU64,
+    /// New INVITEs refused 503: the endpoint is draining ([`Endpoint::set_draining`]).
+    pub refused_draining: AtomicU64,
+    /// 2xx answers of ours to an INVITE that got no ACK within Timer H (64·T1): the dialog
+    /// never came up for the peer (RFC 3261 §13.3.1.4), so requests waiting for the ACK
+    /// failed and the call was ended with a BYE.
+    pub unacked_answers: AtomicU64,
     /// Inbound calls dropped by the application without an answer, answered 500 for it.
     pub unanswered_calls: AtomicU64,
     /// TCP connections closed at once: `max_connections` were open.
@@ -200,6 +206,7 @@ pub struct Endpoint {
     transport: Transport,
     incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<IncomingCall>>>,
     stats: Arc<Stats>,
+    draining: Arc<AtomicBool>,
 }
 
 /// An INVITE that arrived; answer or reject it. One dropped without either (a caller that
@@ -302,6 +309,7 @@ impl Endpoint {
             transport: config.transport,
             incoming: Arc::new(tokio::sync::Mutex::new(incoming)),
             stats: stats.clone(),
+            draining: Arc::new(AtomicBool::new(false)),
         };
         let core = Core {
             gate: Gate::new(config.admission, Instant::now()),
@@ -319,6 +327,7 @@ impl Endpoint {
             open_dialogs: 0,
             tag_key: RandomState::new(),
             dialogs: HashMap::new(),
+            draining: endpoint.draining.clone(),
             self_handle: endpoint.clone(),
         };
         tokio::spawn(core.run(inbound, command_rx));
@@ -338,6 +347,21 @@ impl Endpoint {
     /// What the endpoint counted.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Starts (`true`) or ends (`false`) draining. While draining, every new INVITE is
+    /// refused statelessly with `503 Service Unavailable` and `Retry-After` (counted in
+    /// [`Stats::refused_draining`]), and an OPTIONS outside a dialog is answered the same
+    /// 503 instead of 200, so a load balancer that probes with OPTIONS (a Kamailio
+    /// dispatcher) takes this node out of rotation. Calls in progress are not affected.
+    /// Off when the endpoint is bound.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint is draining ([`Self::set_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Sends a command to the core and waits for its reply; `None` when the core is gone.
@@ -368,7 +392,9 @@ impl Endpoint {
 }
 
 impl IncomingCall {
-    /// Answers 200 with `sdp`; the call is established when this returns (the ACK may follow).
+    /// Answers 200 with `sdp`; the call is established when this returns (the ACK may
+    /// follow). Requests of ours in the call ([`Call::refer`], [`Call::hangup`]) wait for the
+    /// ACK before they go out.
     pub async fn answer(self, sdp: Vec<u8>) -> Option<Call> {
         let handle = self.guard.endpoint.clone();
         self.guard
@@ -409,6 +435,12 @@ impl Call {
     /// Sends a REFER in the dialog with `headers` (Refer-To, Referred-By and any extra ones)
     /// and resolves with its final response. The subscription exists from the moment it is
     /// sent.
+    ///
+    /// On an inbound call the REFER waits until the dialog is confirmed (the ACK for our 200
+    /// arrived): sent earlier, it could overtake the 200 through a proxy and reach a peer
+    /// that has no dialog yet. It goes out the moment the ACK arrives. If no ACK comes
+    /// within Timer H (64·T1) the dialog never came up: the REFER is never sent and this
+    /// fails with [`ReferFailure::DialogGone`].
     pub async fn refer(&self, headers: Vec<(String, String)>) -> Result<ReferAnswer, ReferFailure> {
         self.endpoint
             .ask(|reply| Command::Refer {
@@ -445,7 +477,9 @@ impl Call {
         }
     }
 
-    /// Sends BYE and resolves when it is answered (or the dialog was already gone).
+    /// Sends BYE and resolves when it is answered (or the dialog was already gone). On an
+    /// inbound call it waits for the ACK like [`Self::refer`] (RFC 3261 §15); without an ACK
+    /// the BYE goes out at Timer H (§13.3.1.4).
     pub async fn hangup(&self) -> Result<(), ReferFailure> {
         self.endpoint
             .ask(|reply| Command::Bye {
@@ -484,6 +518,40 @@ struct DialogState {
     closing_at: Option<Instant>,
     /// When the dialog ended; its subscriptions stay readable until [`CLOSED_KEPT`] later.
     closed_since: Option<Instant>,
+    /// Whether requests of ours may go out: we sent the ACK (outbound call), or the ACK for
+    /// our 2xx arrived or Timer H passed without it (inbound call, RFC 3261 §13.3.1.4, §15).
+    confirmed: bool,
+    /// Requests of ours made before the dialog was confirmed, sent in order once it is.
+    waiting: Vec<Deferred>,
+}
+
+/// A request of ours waiting for the ACK of our 2xx.
+enum Deferred {
+    Refer {
+        headers: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<ReferAnswer, ReferFailure>>,
+    },
+    Bye {
+        reply: oneshot::Sender<Result<(), ReferFailure>>,
+    },
+}
+
+impl DialogState {
+    /// The dialog ends (or the peer hung up) before the waiting requests could go out: a
+    /// waiting REFER fails with [`ReferFailure::DialogGone`], a waiting BYE has nothing left
+    /// to do.
+    fn abandon_waiting(&mut self) {
+        for deferred in self.waiting.drain(..) {
+            match deferred {
+                Deferred::Refer { reply, .. } => {
+                    let _ = reply.send(Err(ReferFailure::DialogGone));
+                }
+                Deferred::Bye { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+    }
 }
 
 /// How long an ended dialog's subscriptions stay readable.
@@ -499,6 +567,8 @@ struct NewCall {
     remote_sdp: Vec<u8>,
     from: String,
     to: String,
+    /// Whether requests of ours may go out at once (see [`DialogState::confirmed`]).
+    confirmed: bool,
 }
 
 enum Pending {
@@ -557,6 +627,8 @@ struct Core {
     /// Keys the To tags of stateless answers, so a retransmission gets the same tag.
     tag_key: RandomState,
     dialogs: HashMap<DialogId, DialogState>,
+    /// Shared with [`Endpoint::set_draining`].
+    draining: Arc<AtomicBool>,
     self_handle: Endpoint,
 }
 
@@ -716,8 +788,7 @@ impl Core {
             self.forget_server_invite(&key);
         }
         for id in no_ack {
-            // No ACK for our answer: the dialog never came up (RFC 3261 §13.3.1.4).
-            self.end_dialog(&id);
+            self.on_no_ack(&id).await;
         }
         let closing: Vec<DialogId> = self
             .dialogs
@@ -774,6 +845,7 @@ impl Core {
         {
             self.open_dialogs = self.open_dialogs.saturating_sub(1);
             state.subscriptions.dialog_ended();
+            state.abandon_waiting();
             state.closing_at = None;
             state.closed_since = Some(Instant::now());
             let _ = state.ended.send(true);
@@ -829,6 +901,8 @@ impl Core {
                 local_sdp: new.local_sdp,
                 closing_at: None,
                 closed_since: None,
+                confirmed: new.confirmed,
+                waiting: Vec::new(),
             },
         );
         call
@@ -996,6 +1070,8 @@ impl Core {
                     remote_sdp: response.body.clone(),
                     from: request.headers.get("From").unwrap_or_default().to_owned(),
                     to: response.headers.get("To").unwrap_or_default().to_owned(),
+                    // Our ACK is out: the dialog is confirmed (RFC 3261 §13.2.2.4).
+                    confirmed: true,
                 });
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(call));
@@ -1043,6 +1119,32 @@ impl Core {
         if let Some(reason) = reason {
             response.reason = reason.to_owned();
         }
+        self.send_response(request, to, status, response).await;
+    }
+
+    /// Answers `request` with `status` and `headers` added.
+    async fn respond_with(
+        &mut self,
+        request: &Request,
+        to: SocketAddr,
+        status: u16,
+        headers: &[(&str, String)],
+    ) {
+        let mut response = Response::to(request, status, None);
+        for (name, value) in headers {
+            response.headers.push(*name, value.clone());
+        }
+        self.send_response(request, to, status, response).await;
+    }
+
+    /// Sends a response to `request`, kept in its server transaction for retransmissions.
+    async fn send_response(
+        &mut self,
+        request: &Request,
+        to: SocketAddr,
+        status: u16,
+        response: Response,
+    ) {
         let bytes = response.to_bytes();
         let cause = match status {
             481 => Some((
@@ -1085,17 +1187,21 @@ impl Core {
         // Retransmissions are answered from the transaction, never delivered twice.
         if request.method == Method::Ack {
             let invite_key = (key.0.clone(), Method::Invite);
+            let mut acked = None;
             if let Some(state) = self.server_invites.get_mut(&invite_key) {
                 state.tx.on_ack(now);
-                return;
-            }
-            // The ACK for a 2xx has its own branch: find the INVITE by Call-ID and CSeq. An
-            // ACK that matches nothing (one for a stateless 503, say) is absorbed.
-            if let (Some(call_id), Some(cseq)) = (request.call_id(), request.cseq())
+                acked = state.dialog.clone();
+            } else if let (Some(call_id), Some(cseq)) = (request.call_id(), request.cseq())
                 && let Some(invite_key) = self.acks.get(&(call_id.to_owned(), cseq.seq))
                 && let Some(state) = self.server_invites.get_mut(invite_key)
             {
+                // The ACK for a 2xx has its own branch: find the INVITE by Call-ID and CSeq.
+                // An ACK that matches nothing (one for a stateless 503, say) is absorbed.
                 state.tx.on_ack(now);
+                acked = state.dialog.clone();
+            }
+            if let Some(id) = acked {
+                self.confirm(&id).await;
             }
             return;
         }
@@ -1129,12 +1235,17 @@ impl Core {
             return;
         }
         if request.to_tag().is_none() {
-            // Outside any dialog: OPTIONS is answered, CANCEL finds nothing, the rest 481.
-            let status = match request.method {
-                Method::Options => 200,
-                _ => 481,
-            };
-            self.respond(&request, from, status, None).await;
+            // Outside any dialog: OPTIONS is answered (503 while draining, so a prober takes
+            // us out of rotation), CANCEL finds nothing, the rest 481.
+            match request.method {
+                Method::Options if self.draining.load(Ordering::Relaxed) => {
+                    let retry_after = self.gate.retry_after_secs().to_string();
+                    self.respond_with(&request, from, 503, &[("Retry-After", retry_after)])
+                        .await;
+                }
+                Method::Options => self.respond(&request, from, 200, None).await,
+                _ => self.respond(&request, from, 481, None).await,
+            }
             return;
         }
         let Some(id) = Dialog::id_of_incoming(&request) else {
@@ -1185,6 +1296,7 @@ impl Core {
                 if state.closing_at.is_none() {
                     state.closing_at = Some(now + grace);
                     let _ = state.ended.send(true);
+                    state.abandon_waiting();
                 }
                 self.respond(&request, from, 200, None).await;
             }
@@ -1229,6 +1341,10 @@ impl Core {
         received: Instant,
     ) {
         let now = Instant::now();
+        if self.draining.load(Ordering::Relaxed) {
+            self.refuse(&request, from, Refusal::Draining).await;
+            return;
+        }
         let in_progress = self.open_dialogs + self.answering.len();
         if let Err(why) = self.gate.check(in_progress, received, now) {
             self.refuse(&request, from, why).await;
@@ -1274,6 +1390,7 @@ impl Core {
             Refusal::Rate => (&self.stats.refused_rate, "max_calls_per_sec"),
             Refusal::QueueDelay => (&self.stats.refused_queue_delay, "max_queue_delay"),
             Refusal::NoCapacity => (&self.stats.refused_no_capacity, "no capacity to accept"),
+            Refusal::Draining => (&self.stats.refused_draining, "draining"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let (transport, local) = (self.config.transport, self.local);
@@ -1405,31 +1522,12 @@ impl Core {
                     remote_sdp: invite.body.clone(),
                     from: invite.headers.get("From").unwrap_or_default().to_owned(),
                     to: response.headers.get("To").unwrap_or_default().to_owned(),
+                    // Requests of ours wait for the ACK.
+                    confirmed: false,
                 });
                 let _ = reply.send(Some(call));
             }
-            Command::Refer { id, headers, reply } => {
-                let via = self.via();
-                let Some(state) = self.sendable_dialog(&id) else {
-                    let _ = reply.send(Err(ReferFailure::DialogGone));
-                    return;
-                };
-                let branch = format!("z9hG4bK{}", token());
-                let mut refer = state.dialog.request(Method::Refer, &via, &branch, None);
-                for (name, value) in headers {
-                    refer.headers.push(name, value);
-                }
-                let refer_id = state.dialog.local_cseq;
-                state.subscriptions.refer_sent(refer_id);
-                let peer = state.peer;
-                let pending = Pending::Refer {
-                    id,
-                    refer_id,
-                    reply,
-                };
-                self.start_request(branch, refer.to_bytes(), peer, pending)
-                    .await;
-            }
+            Command::Refer { id, headers, reply } => self.send_refer(id, headers, reply).await,
             Command::NextEvent {
                 id,
                 refer_id,
@@ -1455,19 +1553,120 @@ impl Core {
                     let _ = self.send(peer, bytes).await;
                 }
             }
-            Command::Bye { id, reply } => {
-                let via = self.via();
-                let Some(state) = self.sendable_dialog(&id) else {
-                    let _ = reply.send(Ok(()));
-                    return;
-                };
-                let branch = format!("z9hG4bK{}", token());
-                let bye = state.dialog.request(Method::Bye, &via, &branch, None);
-                let peer = state.peer;
-                self.start_request(branch, bye.to_bytes(), peer, Pending::Bye { id, reply })
-                    .await;
+            Command::Bye { id, reply } => self.send_bye(id, reply).await,
+        }
+    }
+
+    /// Sends a REFER in dialog `id`, or queues it until the dialog is confirmed.
+    async fn send_refer(
+        &mut self,
+        id: DialogId,
+        headers: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<ReferAnswer, ReferFailure>>,
+    ) {
+        let via = self.via();
+        let Some(state) = self.sendable_dialog(&id) else {
+            let _ = reply.send(Err(ReferFailure::DialogGone));
+            return;
+        };
+        if !state.confirmed {
+            state.waiting.push(Deferred::Refer { headers, reply });
+            return;
+        }
+        let branch = format!("z9hG4bK{}", token());
+        let mut refer = state.dialog.request(Method::Refer, &via, &branch, None);
+        for (name, value) in headers {
+            refer.headers.push(name, value);
+        }
+        let refer_id = state.dialog.local_cseq;
+        state.subscriptions.refer_sent(refer_id);
+        let peer = state.peer;
+        let pending = Pending::Refer {
+            id,
+            refer_id,
+            reply,
+        };
+        self.start_request(branch, refer.to_bytes(), peer, pending)
+            .await;
+    }
+
+    /// Sends a BYE in dialog `id`, or queues it until the dialog is confirmed.
+    async fn send_bye(&mut self, id: DialogId, reply: oneshot::Sender<Result<(), ReferFailure>>) {
+        let via = self.via();
+        let Some(state) = self.sendable_dialog(&id) else {
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        if !state.confirmed {
+            state.waiting.push(Deferred::Bye { reply });
+            return;
+        }
+        let branch = format!("z9hG4bK{}", token());
+        let bye = state.dialog.request(Method::Bye, &via, &branch, None);
+        let peer = state.peer;
+        self.start_request(branch, bye.to_bytes(), peer, Pending::Bye { id, reply })
+            .await;
+    }
+
+    /// The ACK for our 2xx arrived: the dialog is confirmed, and the requests waiting for it
+    /// go out now, in the order they were made.
+    async fn confirm(&mut self, id: &DialogId) {
+        let Some(state) = self.dialogs.get_mut(id) else {
+            return;
+        };
+        if state.confirmed {
+            return;
+        }
+        state.confirmed = true;
+        for deferred in std::mem::take(&mut state.waiting) {
+            match deferred {
+                Deferred::Refer { headers, reply } => {
+                    self.send_refer(id.clone(), headers, reply).await;
+                }
+                Deferred::Bye { reply } => self.send_bye(id.clone(), reply).await,
             }
         }
+    }
+
+    /// No ACK for our 2xx within Timer H (RFC 3261 §13.3.1.4): the dialog is confirmed for
+    /// us but never came up for the peer, so the session is terminated with a BYE. Waiting
+    /// REFERs fail with [`ReferFailure::DialogGone`] (never sent); a waiting BYE resolves
+    /// when that BYE is answered. The dialog ends now for the call's owner.
+    async fn on_no_ack(&mut self, id: &DialogId) {
+        let via = self.via();
+        let stats = self.stats.clone();
+        let Some(state) = self.sendable_dialog(id) else {
+            // Already ended, or the peer hung up: nothing to send.
+            self.end_dialog(id);
+            return;
+        };
+        stats.unacked_answers.fetch_add(1, Ordering::Relaxed);
+        state.confirmed = true;
+        let mut bye_reply = None;
+        for deferred in std::mem::take(&mut state.waiting) {
+            match deferred {
+                Deferred::Refer { reply, .. } => {
+                    let _ = reply.send(Err(ReferFailure::DialogGone));
+                }
+                // More than one hangup waiting: the first gets the BYE's answer.
+                Deferred::Bye { reply } if bye_reply.is_none() => bye_reply = Some(reply),
+                Deferred::Bye { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        let branch = format!("z9hG4bK{}", token());
+        let bye = state.dialog.request(Method::Bye, &via, &branch, None);
+        let peer = state.peer;
+        // Nobody may wait for this BYE: its answer then goes nowhere.
+        let reply = bye_reply.unwrap_or_else(|| oneshot::channel().0);
+        let pending = Pending::Bye {
+            id: id.clone(),
+            reply,
+        };
+        self.start_request(branch, bye.to_bytes(), peer, pending)
+            .await;
+        self.end_dialog(id);
     }
 }
 
