@@ -290,6 +290,120 @@ impl Config {
     pub(crate) fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
     }
+
+    /// Checks the values that reach the wire or the logs, after the flags are merged, so a
+    /// bad one stops the command with its name instead of going out in a SIP header.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError::LogLevel {
+                value: self.log.level.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        if let Some(domain) = &self.sip.default_domain {
+            check_domain(domain).map_err(|why| ConfigError::DefaultDomain {
+                value: domain.clone(),
+                why,
+            })?;
+        }
+        check_sip_uri(&self.sip.from).map_err(|why| ConfigError::From {
+            value: self.sip.from.clone(),
+            why,
+        })?;
+        Ok(())
+    }
+}
+
+/// A config value (from the file or its flag) that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// `--log-level` / `log.level` is not a tracing filter.
+    #[error(
+        "--log-level (log.level) {value:?} is not a log filter such as info or verbhost=debug: {why}"
+    )]
+    LogLevel { value: String, why: String },
+    /// `--default-domain` / `sip.default_domain` is not a host.
+    #[error(
+        "--default-domain (sip.default_domain) {value:?} is not a domain or IP address with an optional port: {why}"
+    )]
+    DefaultDomain { value: String, why: &'static str },
+    /// `--from` / `sip.from` is not a SIP URI.
+    #[error("--from (sip.from) {value:?} is not a SIP URI such as sip:verbhost@example.com: {why}")]
+    From { value: String, why: &'static str },
+}
+
+/// A host (name, IPv4, or `[IPv6]`) with an optional `:port`: what goes after the `@` of a
+/// SIP URI.
+fn check_domain(value: &str) -> Result<(), &'static str> {
+    let scheme = value
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("sip" | "sips" | "tel")) {
+        return Err("give the domain alone, without a URI scheme");
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or("an unclosed [")?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "not an IPv6 address inside [ ]")?;
+        match after {
+            "" => (None, None),
+            _ => (None, Some(after.strip_prefix(':').ok_or("text after ]")?)),
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(value), None),
+        }
+    };
+    if let Some(host) = host {
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err("a domain is letters, digits, '-' and '.' (no spaces, no user@)");
+        }
+    }
+    if let Some(port) = port {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("the port is not a number from 1 to 65535")?;
+    }
+    Ok(())
+}
+
+/// `sip:` or `sips:`, an optional `user@`, and a host as [`check_domain`] takes it (URI
+/// parameters after `;` allowed); angle brackets and a display name are not.
+fn check_sip_uri(value: &str) -> Result<(), &'static str> {
+    let rest = ["sip:", "sips:"]
+        .iter()
+        .find_map(|scheme| {
+            value
+                .get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &value[scheme.len()..])
+        })
+        .ok_or("it does not start with sip: or sips:")?;
+    let rest = rest.split(';').next().unwrap_or(rest);
+    let host = match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            if user.is_empty()
+                || user
+                    .contains(|c: char| c.is_whitespace() || c.is_control() || "<>\"".contains(c))
+            {
+                return Err("the user part is empty or has spaces, quotes or brackets");
+            }
+            host
+        }
+        None => rest,
+    };
+    check_domain(host)
 }
 
 #[cfg(test)]
@@ -332,6 +446,65 @@ mod tests {
             missing.is_empty(),
             "verbhost.example.toml lacks these keys: {missing:?}"
         );
+    }
+
+    #[test]
+    fn values_that_reach_the_wire_or_the_logs_are_checked_with_their_name() {
+        let with = |edit: fn(&mut Config)| {
+            let mut config = Config::default();
+            edit(&mut config);
+            config.check().map_err(|e| e.to_string())
+        };
+        assert_eq!(with(|_| {}), Ok(()));
+        for good in [
+            "carrier.example",
+            "10.0.0.5",
+            "pbx-1.example:5080",
+            "[::1]",
+            "[::1]:5070",
+        ] {
+            let mut config = Config::default();
+            config.sip.default_domain = Some(good.into());
+            assert!(config.check().is_ok(), "{good}");
+        }
+        for bad in [
+            "bad domain",
+            "sip:carrier.example",
+            "a@b.example",
+            "x.example:0",
+            "x.example:port",
+            "[::1",
+            "-x.example",
+            "",
+        ] {
+            let mut config = Config::default();
+            config.sip.default_domain = Some(bad.into());
+            let err = config.check().expect_err(bad).to_string();
+            assert!(
+                err.starts_with("--default-domain (sip.default_domain)"),
+                "{err}"
+            );
+        }
+        let err = with(|c| c.log.level = "bogus[[".into()).unwrap_err();
+        assert!(
+            err.starts_with("--log-level (log.level) \"bogus[[\" is not a log filter"),
+            "{err}"
+        );
+        for bad in ["notauri", "<sip:a@b>", "sip:a b@c", "sip:", "http://x"] {
+            let mut config = Config::default();
+            config.sip.from = bad.into();
+            let err = config.check().expect_err(bad).to_string();
+            assert!(err.starts_with("--from (sip.from)"), "{err}");
+        }
+        for good in [
+            "sip:verbhost@127.0.0.1",
+            "sips:+4930@carrier.example;user=phone",
+            "sip:pbx.example",
+        ] {
+            let mut config = Config::default();
+            config.sip.from = good.into();
+            assert!(config.check().is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Common {
         if self.sip_trace {
             config.log.sip_trace = true;
         }
+        config.check()?;
         Ok(config)
     }
 }
@@ -248,14 +249,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             from,
             common,
         } => {
-            let config = common.config()?;
+            let mut config = common.config()?;
+            if let Some(from) = from {
+                config.sip.from = from;
+                config.check()?;
+            }
             init_logging(&config);
             let args = call_cmd::CallArgs {
                 target,
                 app,
                 bind,
                 transport: transport.unwrap_or(config.sip.transport),
-                from: from.unwrap_or_else(|| config.sip.from.clone()),
+                from: config.sip.from.clone(),
                 base: base_url(config.app.base_url.as_deref())?,
             };
             call_cmd::run(shared(config).await?, args).await

@@ -15,6 +15,31 @@ fn verbhost(args: &[&str]) -> Output {
         .expect("verbhost runs")
 }
 
+/// Like [`verbhost`], but a command still running after `limit` (a server that started when it
+/// should have refused to) is killed and fails the test instead of hanging it.
+fn verbhost_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_verbhost"))
+        .current_dir(root())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("verbhost runs");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "verbhost {args:?} still ran after {limit:?}:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -134,4 +159,73 @@ fn a_plugin_that_cannot_load_exits_2_with_the_cause() {
             .1
             .contains("there is no built-in plugin \"sip-decline\"")
     );
+}
+
+#[test]
+fn values_that_would_reach_the_wire_or_the_logs_are_refused_before_anything_starts() {
+    let app = scratch(
+        "app.json",
+        r#"[{"verb": "sip:refer", "referTo": "+4930123"}]"#,
+    );
+    let app = app.to_str().expect("utf-8 path");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "serve",
+                "--app",
+                app,
+                "--sip",
+                "127.0.0.1:0",
+                "--log-level",
+                "bogus[[",
+            ],
+            "--log-level (log.level) \"bogus[[\" is not a log filter",
+        ),
+        (
+            &[
+                "serve",
+                "--app",
+                app,
+                "--sip",
+                "127.0.0.1:0",
+                "--default-domain",
+                "bad domain",
+            ],
+            "--default-domain (sip.default_domain) \"bad domain\" is not a domain",
+        ),
+        (
+            &[
+                "call",
+                "sip:bob@127.0.0.1:9",
+                "--app",
+                app,
+                "--default-domain",
+                "sip:carrier.example",
+            ],
+            "--default-domain (sip.default_domain) \"sip:carrier.example\" is not a domain",
+        ),
+        (
+            &[
+                "call",
+                "sip:bob@127.0.0.1:9",
+                "--app",
+                app,
+                "--from",
+                "notauri",
+            ],
+            "--from (sip.from) \"notauri\" is not a SIP URI",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = verbhost_within(args, std::time::Duration::from_secs(20));
+        let (stdout, stderr) = text(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}\n{stdout}\n{stderr}"
+        );
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        // Nothing was dialled: `call` prints its JSON lines only once it places the call.
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
 }
