@@ -560,7 +560,9 @@ async fn an_unanswered_call_exits_3_with_the_cause() {
             incoming.reject(486).await;
         }
     });
-    let run = call(&format!("sip:bob@{}", callee.local_addr()), "[]", &[]).await;
+    // An empty application is refused before dialling (exit 2), so give it a verb that never runs.
+    let app = r#"[{"verb": "sip:refer", "referTo": "sip:carol@carrier.example"}]"#;
+    let run = call(&format!("sip:bob@{}", callee.local_addr()), app, &[]).await;
     assert_eq!(run.code, 3, "{}", run.describe());
     assert!(run.stderr.contains("486"), "{}", run.describe());
     assert!(

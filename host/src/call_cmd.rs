@@ -111,7 +111,22 @@ pub(crate) struct CallArgs {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<ExitCode> {
+    // Bad input is refused before any call is placed.
+    if let Err(why) = crate::config::check_sip_uri(&args.target) {
+        eprintln!(
+            "verbhost: the target {:?} is not a SIP URI such as sip:bob@pbx.example:5060: {why}",
+            args.target
+        );
+        return Ok(ExitCode::from(exit::BAD_INPUT));
+    }
     let verbs = match read_app(&args.app, &shared) {
+        Ok(verbs) if verbs.is_empty() => {
+            eprintln!(
+                "verbhost: the application {} is empty: there is nothing to run, so no call is placed",
+                args.app.display()
+            );
+            return Ok(ExitCode::from(exit::BAD_INPUT));
+        }
         Ok(verbs) => verbs,
         Err(err) => {
             eprintln!("verbhost: {err:#}");

@@ -380,7 +380,7 @@ fn check_domain(value: &str) -> Result<(), &'static str> {
 
 /// `sip:` or `sips:`, an optional `user@`, and a host as [`check_domain`] takes it (URI
 /// parameters after `;` allowed); angle brackets and a display name are not.
-fn check_sip_uri(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_sip_uri(value: &str) -> Result<(), &'static str> {
     let rest = ["sip:", "sips:"]
         .iter()
         .find_map(|scheme| {

@@ -229,3 +229,43 @@ fn values_that_would_reach_the_wire_or_the_logs_are_refused_before_anything_star
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
 }
+
+#[test]
+fn call_refuses_a_target_that_is_not_a_sip_uri_and_an_empty_application_without_dialling() {
+    let app = scratch(
+        "one.json",
+        r#"[{"verb": "sip:refer", "referTo": "+4930123"}]"#,
+    );
+    let empty = scratch("empty.json", "[]");
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &[
+                "call",
+                "bob@127.0.0.1",
+                "--app",
+                app.to_str().expect("utf-8"),
+            ],
+            "the target \"bob@127.0.0.1\" is not a SIP URI",
+        ),
+        (
+            &[
+                "call",
+                "sip:bob@127.0.0.1:9",
+                "--app",
+                empty.to_str().expect("utf-8"),
+            ],
+            "is empty: there is nothing to run, so no call is placed",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = verbhost_within(args, std::time::Duration::from_secs(20));
+        let (stdout, stderr) = text(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}\n{stdout}\n{stderr}"
+        );
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "nothing dialled: {args:?}: {stdout}");
+    }
+}
