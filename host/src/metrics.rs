@@ -26,6 +26,8 @@ use prometheus_client::registry::Registry;
 use verbhost_runtime::Allocator;
 use verbhost_sip::endpoint::Stats;
 
+use crate::session::VerbFailure;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
@@ -78,9 +80,6 @@ pub(crate) const MAX_EVENTS_PER_VERB: usize = 16;
 /// Longest plugin event name kept as a label, in bytes.
 const MAX_EVENT_LABEL_BYTES: usize = 64;
 
-/// Outcomes the host itself reports for a verb that did not complete.
-const HOST_OUTCOMES: [&str; 4] = ["no-plugin", "invalid-verb", "plugin-trap", "plugin-failed"];
-
 /// Which label values are allowed: the loaded verbs, and per verb the event names seen
 /// first.
 struct Labels {
@@ -101,7 +100,7 @@ impl Labels {
     /// `outcome` if it is a host reason or one of the first event names of `verb` (already
     /// a label value), else [`OTHER`].
     fn outcome(&self, verb: &str, outcome: &str) -> String {
-        if HOST_OUTCOMES.contains(&outcome) {
+        if VerbFailure::ALL.iter().any(|r| r.as_str() == outcome) {
             return outcome.to_owned();
         }
         let printable = outcome.len() <= MAX_EVENT_LABEL_BYTES

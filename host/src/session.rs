@@ -411,7 +411,7 @@ impl Session {
                 self.shared.plugins.verbs().join(", ")
             );
             return self
-                .verb_failed(verb, "no-plugin", &why, events, summary)
+                .verb_failed(verb, VerbFailure::NoPlugin, &why, events, summary)
                 .await;
         };
         let host = SipCallHost {
@@ -432,13 +432,13 @@ impl Session {
             Err(err) => {
                 let reason = match &err {
                     RunError::Verb(VerbError::InvalidVerb(_)) | RunError::VerbTooLarge { .. } => {
-                        "invalid-verb"
+                        VerbFailure::InvalidVerb
                     }
                     RunError::Trap { kind, .. } => {
                         self.shared.metrics.trap(&verb.name, &kind.to_string());
-                        "plugin-trap"
+                        VerbFailure::PluginTrap
                     }
-                    _ => "plugin-failed",
+                    _ => VerbFailure::PluginFailed,
                 };
                 let why = err.to_string();
                 return self.verb_failed(verb, reason, &why, events, summary).await;
@@ -490,11 +490,12 @@ impl Session {
     async fn verb_failed(
         &self,
         verb: &AppVerb,
-        reason: &str,
+        reason: VerbFailure,
         why: &str,
         events: &EventQueue,
         summary: &mut Summary,
     ) -> Next {
+        let reason = reason.as_str();
         tracing::error!(call_sid = %self.ids.call_sid, verb = %verb.name, reason, "verb failed: {why}");
         self.shared.metrics.verb(&verb.name, reason);
         summary.failed_verbs.push(verb.name.clone());
@@ -595,6 +596,38 @@ impl Session {
         }
         self.journal
             .record(json!({"type": "bye.sent", "call_sid": self.ids.call_sid, "why": why}));
+    }
+}
+
+/// Why a verb did not complete: its `completion_reason` and its metric outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VerbFailure {
+    /// No plugin implements the verb.
+    NoPlugin,
+    /// The plugin refused the verb, or it is too large to run.
+    InvalidVerb,
+    /// The plugin trapped (a bug or an exceeded bound).
+    PluginTrap,
+    /// Any other failure of the run.
+    PluginFailed,
+}
+
+impl VerbFailure {
+    /// Every reason, for the metric labels.
+    pub(crate) const ALL: [VerbFailure; 4] = [
+        VerbFailure::NoPlugin,
+        VerbFailure::InvalidVerb,
+        VerbFailure::PluginTrap,
+        VerbFailure::PluginFailed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VerbFailure::NoPlugin => "no-plugin",
+            VerbFailure::InvalidVerb => "invalid-verb",
+            VerbFailure::PluginTrap => "plugin-trap",
+            VerbFailure::PluginFailed => "plugin-failed",
+        }
     }
 }
 
