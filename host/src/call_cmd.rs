@@ -2,21 +2,16 @@
 //! answered, print what happens as JSON lines, and exit when the call has ended.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use reqwest::Url;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use verbhost_runtime::Direction;
-use verbhost_sip::endpoint::{CallError, Endpoint};
-
-use crate::app::{self, AppVerb};
-use crate::config::TransportName;
-use crate::session::{CallIds, Journal, Session, Shared, Summary};
+use verbhost_server::config::TransportName;
+use verbhost_server::{Dialer, Journal, Summary};
+use verbhost_sip::endpoint::Endpoint;
 
 /// Exit codes of `verbhost call`.
 pub(crate) mod exit {
@@ -31,76 +26,6 @@ pub(crate) mod exit {
     pub(crate) const NOT_ANSWERED: u8 = 3;
 }
 
-/// An SDP offer/answer for a signalling-only leg: one audio stream, PCMU/PCMA, on the
-/// endpoint's own address.
-pub(crate) fn sdp(local: SocketAddr) -> Vec<u8> {
-    let ip = local.ip();
-    format!(
-        "v=0\r\no=verbhost 1 1 IN IP4 {ip}\r\ns=verbhost\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio 9 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
-    )
-    .into_bytes()
-}
-
-/// Reads and checks an application file: JSON, an array, and a plugin for every verb.
-pub(crate) fn read_app(path: &Path, shared: &Shared) -> anyhow::Result<Vec<AppVerb>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the application {}", path.display()))?;
-    let verbs = app::parse(&bytes).with_context(|| format!("application {}", path.display()))?;
-    check_plugins(&verbs, shared).with_context(|| format!("application {}", path.display()))?;
-    Ok(verbs)
-}
-
-/// Every verb of `verbs` has a plugin.
-pub(crate) fn check_plugins(verbs: &[AppVerb], shared: &Shared) -> anyhow::Result<()> {
-    for (index, verb) in verbs.iter().enumerate() {
-        if shared.plugins.get(&verb.name).is_none() {
-            anyhow::bail!(
-                "verb {index} ({}): no plugin implements it (loaded: {}; add one with --plugins)",
-                verb.name,
-                shared.plugins.verbs().join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Places a call to `target` from `from` and runs `verbs` on it.
-pub(crate) async fn place_and_run(
-    shared: Arc<Shared>,
-    endpoint: &Endpoint,
-    target: &str,
-    from: &str,
-    verbs: Vec<AppVerb>,
-    base: Option<Url>,
-    journal: Journal,
-) -> Result<Summary, CallError> {
-    let from_header = format!("<{from}>");
-    journal.record(json!({"type": "call.placing", "target": target, "from": from}));
-    let call = endpoint
-        .call(target, &from_header, sdp(endpoint.local_addr()))
-        .await?;
-    let ids = Arc::new(CallIds::new(
-        &call.id().call_id,
-        Direction::Outbound,
-        &call.from,
-        &call.to,
-    ));
-    journal.record(json!({
-        "type": "call.answered",
-        "call_sid": ids.call_sid,
-        "call_id": ids.call_id,
-        "from": ids.from,
-        "to": ids.to,
-        "direction": ids.direction_str(),
-    }));
-    tracing::info!(call_sid = %ids.call_sid, call_id = %ids.call_id, %target, "call answered");
-    let summary = Session::new(shared, call, ids, base, journal)
-        .run(verbs)
-        .await;
-    Ok(summary)
-}
-
 pub(crate) struct CallArgs {
     pub(crate) target: String,
     pub(crate) app: std::path::PathBuf,
@@ -110,16 +35,16 @@ pub(crate) struct CallArgs {
     pub(crate) base: Option<Url>,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(dialer: Dialer, args: CallArgs) -> anyhow::Result<ExitCode> {
     // Bad input is refused before any call is placed.
-    if let Err(why) = crate::config::check_sip_uri(&args.target) {
+    if let Err(why) = verbhost_server::config::check_sip_uri(&args.target) {
         eprintln!(
             "verbhost: the target {:?} is not a SIP URI such as sip:bob@pbx.example:5060: {why}",
             args.target
         );
         return Ok(ExitCode::from(exit::BAD_INPUT));
     }
-    let verbs = match read_app(&args.app, &shared) {
+    let verbs = match dialer.read_app(&args.app) {
         Ok(verbs) if verbs.is_empty() => {
             eprintln!(
                 "verbhost: the application {} is empty: there is nothing to run, so no call is placed",
@@ -133,7 +58,7 @@ pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<E
             return Ok(ExitCode::from(exit::BAD_INPUT));
         }
     };
-    let config = shared.config.sip.endpoint(args.bind, args.transport);
+    let config = dialer.config().sip.endpoint(args.bind, args.transport);
     let endpoint = Endpoint::bind(config)
         .await
         .with_context(|| format!("cannot bind SIP on {}", args.bind))?;
@@ -150,16 +75,16 @@ pub(crate) async fn run(shared: Arc<Shared>, args: CallArgs) -> anyhow::Result<E
         }
     });
     let journal = Journal::to(lines.clone());
-    let result = place_and_run(
-        shared,
-        &endpoint,
-        &args.target,
-        &args.from,
-        verbs,
-        args.base,
-        journal.clone(),
-    )
-    .await;
+    let result = dialer
+        .place(
+            &endpoint,
+            &args.target,
+            &args.from,
+            verbs,
+            args.base,
+            journal.clone(),
+        )
+        .await;
     let code = match &result {
         Ok(summary) if summary.failed_verbs.is_empty() && summary.limit.is_none() => exit::OK,
         Ok(Summary {

@@ -26,8 +26,8 @@ use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
 use verbhost_sip::message::{Headers, Message, Method, Request, Response, SipHeaders, addr_uri};
 use verbhost_sip::wire;
 
-use crate::config::{Config, LogFormat};
-use crate::session::Journal;
+use verbhost_server::config::{Config, LogFormat};
+use verbhost_server::{Dialer, Journal, signalling_sdp};
 
 /// The three parties of the ladder, in column order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,26 +75,26 @@ pub(crate) async fn run(sip_trace: bool) -> anyhow::Result<ExitCode> {
     let bob_task = tokio::spawn(transferee(bob, ladder.clone(), started));
     let carol_task = tokio::spawn(target(carol));
 
-    let shared = crate::shared(config).await?;
+    let dialer = Dialer::new(config).await?;
     let endpoint = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse()?))
         .await
         .context("cannot bind verbhost's SIP endpoint")?;
     let application = format!(
         r#"[{{"verb": "sip:refer", "id": "demo-transfer", "referTo": "sip:carol@{carol_addr}", "actionHook": "/action", "eventHook": "/event"}}]"#
     );
-    let verbs = crate::app::parse(application.as_bytes())?;
+    let verbs = verbhost_server::app::parse(application.as_bytes())?;
     let (lines, mut journal_rx) = mpsc::unbounded_channel();
-    let summary = crate::call_cmd::place_and_run(
-        shared,
-        &endpoint,
-        &format!("sip:bob@{bob_addr}"),
-        "sip:verbhost@127.0.0.1",
-        verbs,
-        Some(base.clone()),
-        Journal::to(lines),
-    )
-    .await
-    .context("verbhost could not call the built-in transferee")?;
+    let summary = dialer
+        .place(
+            &endpoint,
+            &format!("sip:bob@{bob_addr}"),
+            "sip:verbhost@127.0.0.1",
+            verbs,
+            Some(base.clone()),
+            Journal::to(lines),
+        )
+        .await
+        .context("verbhost could not call the built-in transferee")?;
     // Bob hangs up carol after verbhost's BYE; give the peers a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(5), bob_task).await;
     carol_task.abort();
@@ -360,7 +360,7 @@ async fn bob(socket: UdpSocket, ladder: Ladder, started: Instant) -> Option<()> 
         me: Party::Bob,
         branch: 0,
     };
-    let sdp = crate::call_cmd::sdp(local);
+    let sdp = signalling_sdp(local);
     let mut carol: Option<SocketAddr> = None;
     // The dialog with verbhost, from bob's side: (verbhost's address, its Contact URI,
     // bob's From (the INVITE's To + tag), bob's To (the INVITE's From), Call-ID).
@@ -539,7 +539,7 @@ fn notify_headers(
 /// Carol: rings for a moment, answers, and answers the BYE.
 async fn target(socket: UdpSocket) -> Option<()> {
     let local = socket.local_addr().ok()?;
-    let sdp = crate::call_cmd::sdp(local);
+    let sdp = signalling_sdp(local);
     let mut buffer = vec![0; wire::MAX_MESSAGE_BYTES];
     loop {
         let (n, from) = socket.recv_from(&mut buffer).await.ok()?;

@@ -3,26 +3,48 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use reqwest::Url;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use verbhost_server::config::{self, Config};
 
-mod app;
-mod bridge;
 mod call_cmd;
-mod config;
 mod demo;
-mod metrics;
-mod plugins;
 mod serve;
-mod session;
 mod sip_trace;
 mod test_cmd;
-mod webhook;
 
-use config::{Config, LogFormat, TransportName};
+/// `--transport`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl From<Transport> for config::TransportName {
+    fn from(transport: Transport) -> Self {
+        match transport {
+            Transport::Udp => config::TransportName::Udp,
+            Transport::Tcp => config::TransportName::Tcp,
+        }
+    }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl From<LogFormat> for config::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => config::LogFormat::Text,
+            LogFormat::Json => config::LogFormat::Json,
+        }
+    }
+}
 
 /// A SIP feature server whose call-control verbs are WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -77,7 +99,7 @@ enum Command {
         sip: Option<SocketAddr>,
         /// SIP transport.
         #[arg(long, value_enum)]
-        transport: Option<TransportName>,
+        transport: Option<Transport>,
         /// The application: a JSON file holding an array of verbs.
         #[arg(long, value_name = "FILE", conflicts_with = "call_hook")]
         app: Option<PathBuf>,
@@ -107,7 +129,7 @@ enum Command {
         bind: SocketAddr,
         /// SIP transport.
         #[arg(long, value_enum)]
-        transport: Option<TransportName>,
+        transport: Option<Transport>,
         /// The From URI of the call.
         #[arg(long, value_name = "URI")]
         from: Option<String>,
@@ -152,7 +174,7 @@ impl Common {
             config.webhooks.secret = Some(secret.clone());
         }
         if let Some(format) = self.log_format {
-            config.log.format = format;
+            config.log.format = format.into();
         }
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
@@ -163,12 +185,6 @@ impl Common {
         config.check()?;
         Ok(config)
     }
-}
-
-/// Parses the base URL of an application file, when one is configured.
-pub(crate) fn base_url(base: Option<&str>) -> anyhow::Result<Option<Url>> {
-    base.map(|b| Url::parse(b).with_context(|| format!("the base URL {b:?} is not a URL")))
-        .transpose()
 }
 
 /// Logs go to stderr (stdout carries `call`'s JSON lines and the demo), and so does the SIP
@@ -185,28 +201,14 @@ fn init_logging(config: &Config) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let logs = match config.log.format {
-        LogFormat::Json => logs.json().with_filter(filter).boxed(),
-        LogFormat::Text => logs.with_filter(filter).boxed(),
+        config::LogFormat::Json => logs.json().with_filter(filter).boxed(),
+        config::LogFormat::Text => logs.with_filter(filter).boxed(),
     };
     let trace = config.log.sip_trace.then(sip_trace::layer);
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(trace)
         .try_init();
-}
-
-/// Loads the plugins and builds what every call shares.
-async fn shared(config: Config) -> anyhow::Result<Arc<session::Shared>> {
-    let plugins = plugins::Plugins::load(config.plugins.dir.as_deref()).await?;
-    let webhooks = webhook::Webhooks::new(config.webhooks.clone())
-        .context("cannot build the webhook client")?;
-    let metrics = Arc::new(metrics::Metrics::new(plugins.verbs(), plugins.allocator()));
-    Ok(Arc::new(session::Shared {
-        plugins,
-        webhooks,
-        metrics,
-        config,
-    }))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -226,7 +228,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.sip.listen = sip;
             }
             if let Some(transport) = transport {
-                config.sip.transport = transport;
+                config.sip.transport = transport.into();
             }
             if app.is_some() || call_hook.is_some() {
                 config.app.file = app;
@@ -238,7 +240,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(drain) = drain_timeout {
                 config.server.drain_timeout_s = drain;
             }
-            serve::run(shared(config).await?).await?;
+            serve::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call {
@@ -259,11 +261,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 target,
                 app,
                 bind,
-                transport: transport.unwrap_or(config.sip.transport),
+                transport: transport.map_or(config.sip.transport, Into::into),
                 from: config.sip.from.clone(),
-                base: base_url(config.app.base_url.as_deref())?,
+                base: config.app.base_url()?,
             };
-            call_cmd::run(shared(config).await?, args).await
+            call_cmd::run(verbhost_server::Dialer::new(config).await?, args).await
         }
         Command::Demo { sip_trace } => demo::run(sip_trace).await,
         Command::Test {

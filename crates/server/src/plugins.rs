@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
 use verbhost_runtime::{Allocator, Plugin, Runtime, RuntimeConfig};
 
 use crate::bridge::SipCallHost;
+use crate::error::ServerError;
 
 /// A loaded plugin and where it came from.
 struct Entry {
@@ -25,9 +25,9 @@ impl Plugins {
     /// Loads the built-in plugin and, when given, every `*.wasm` in `dir` (in name order).
     /// A plugin that fails to load is an error naming the file and the cause: a platform
     /// would rather not start than run calls without a verb it was given.
-    pub(crate) async fn load(dir: Option<&Path>) -> anyhow::Result<Plugins> {
-        let runtime = Runtime::<SipCallHost>::new(RuntimeConfig::default())
-            .context("cannot start the plugin runtime")?;
+    pub(crate) async fn load(dir: Option<&Path>) -> Result<Plugins, ServerError> {
+        let runtime =
+            Runtime::<SipCallHost>::new(RuntimeConfig::default()).map_err(ServerError::Runtime)?;
         let mut plugins = Plugins {
             runtime: runtime.clone(),
             by_verb: BTreeMap::new(),
@@ -35,13 +35,16 @@ impl Plugins {
         let builtin = runtime
             .load(verbhost_guests::SIP_REFER_WASM)
             .await
-            .context("the built-in sip:refer plugin does not load")?;
+            .map_err(ServerError::Builtin)?;
         plugins.add(builtin, "builtin:sip-refer".into());
         let Some(dir) = dir else {
             return Ok(plugins);
         };
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read the plugin directory {}", dir.display()))?
+            .map_err(|source| ServerError::PluginDir {
+                dir: dir.to_owned(),
+                source,
+            })?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
@@ -54,7 +57,10 @@ impl Plugins {
             let plugin = runtime
                 .load_file(&file)
                 .await
-                .with_context(|| format!("plugin {}", file.display()))?;
+                .map_err(|source| ServerError::Plugin {
+                    path: file.clone(),
+                    source,
+                })?;
             plugins.add(plugin, file.display().to_string());
         }
         Ok(plugins)

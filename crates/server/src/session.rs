@@ -22,6 +22,7 @@ use verbhost_sip::message::addr_uri;
 use crate::app::{self, AppVerb};
 use crate::bridge::SipCallHost;
 use crate::config::Config;
+use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::webhook::{HookKind, Webhooks};
@@ -32,6 +33,21 @@ pub(crate) struct Shared {
     pub(crate) webhooks: Webhooks,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
+}
+
+impl Shared {
+    /// Loads the plugins and builds the webhook client and the metrics.
+    pub(crate) async fn new(config: Config) -> Result<Arc<Shared>, ServerError> {
+        let plugins = Plugins::load(config.plugins.dir.as_deref()).await?;
+        let webhooks = Webhooks::new(config.webhooks.clone()).map_err(ServerError::Webhooks)?;
+        let metrics = Arc::new(Metrics::new(plugins.verbs(), plugins.allocator()));
+        Ok(Arc::new(Shared {
+            plugins,
+            webhooks,
+            metrics,
+            config,
+        }))
+    }
 }
 
 /// The identifiers every payload carries, jambonz style: `from` and `to` are the user parts
@@ -161,14 +177,14 @@ pub(crate) fn call_info(
 
 /// Where the call's progress goes: JSON lines for `verbhost call` and the demo, and the log.
 #[derive(Clone, Default)]
-pub(crate) struct Journal(Option<mpsc::UnboundedSender<Value>>);
+pub struct Journal(Option<mpsc::UnboundedSender<Value>>);
 
 impl Journal {
-    pub(crate) fn to(sender: mpsc::UnboundedSender<Value>) -> Journal {
+    pub fn to(sender: mpsc::UnboundedSender<Value>) -> Journal {
         Journal(Some(sender))
     }
 
-    pub(crate) fn record(&self, line: Value) {
+    pub fn record(&self, line: Value) {
         tracing::debug!(target: "verbhost::journal", "{line}");
         if let Some(sender) = &self.0 {
             let _ = sender.send(line);
@@ -234,15 +250,15 @@ impl EventQueue {
 
 /// How the application on a call went.
 #[derive(Debug, Default)]
-pub(crate) struct Summary {
+pub struct Summary {
     /// Verbs that did not complete: no plugin, rejected by the plugin, or the plugin failed.
-    pub(crate) failed_verbs: Vec<String>,
+    pub failed_verbs: Vec<String>,
     /// Verbs that completed.
-    pub(crate) completed_verbs: usize,
+    pub completed_verbs: usize,
     /// Whether the far end hung up (rather than verbhost).
-    pub(crate) ended_by_remote: bool,
+    pub ended_by_remote: bool,
     /// The limit (config key) that ended the call, if one did.
-    pub(crate) limit: Option<&'static str>,
+    pub limit: Option<&'static str>,
 }
 
 /// One call running an application.

@@ -8,21 +8,21 @@ use verbhost_runtime::Webhook;
 
 /// One verb of an application.
 #[derive(Debug, Clone)]
-pub(crate) struct AppVerb {
+pub struct AppVerb {
     /// The verb name, which picks the plugin.
-    pub(crate) name: String,
+    pub name: String,
     /// The verb's JSON as the plugin receives it.
-    pub(crate) json: String,
+    pub json: String,
     /// The verb's `id`, echoed as `verb_id` when the host reports a failure itself.
-    pub(crate) id: Option<String>,
+    pub id: Option<String>,
     /// The verb's actionHook as the host reads it, so a verb whose plugin fails still gets
     /// its one actionHook; `Err` names why it does not parse (the plugin reports that too).
-    pub(crate) action_hook: Option<Result<Webhook, verb::HookError>>,
+    pub action_hook: Option<Result<Webhook, verb::HookError>>,
 }
 
 /// Why an application cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AppError {
+pub enum AppError {
     /// Not JSON at all.
     #[error("the application is not valid JSON: {0}")]
     Json(JsonError),
@@ -39,7 +39,7 @@ pub(crate) enum AppError {
 
 /// Parses an application: a JSON array whose elements are verbs in either jambonz form.
 /// Phone numbers written without quotes are accepted, as in verbs.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<AppVerb>, AppError> {
+pub fn parse(bytes: &[u8]) -> Result<Vec<AppVerb>, AppError> {
     let text = String::from_utf8_lossy(bytes);
     let value = verbhost_common::json::parse(&text).map_err(AppError::Json)?;
     let Value::Array(items) = value else {

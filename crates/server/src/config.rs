@@ -16,55 +16,55 @@ use verbhost_sip::transport::TcpLimits;
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct Config {
-    pub(crate) sip: SipConfig,
-    pub(crate) app: AppConfig,
-    pub(crate) plugins: PluginsConfig,
-    pub(crate) webhooks: WebhookConfig,
-    pub(crate) admin: AdminConfig,
-    pub(crate) server: ServerConfig,
-    pub(crate) log: LogConfig,
+pub struct Config {
+    pub sip: SipConfig,
+    pub app: AppConfig,
+    pub plugins: PluginsConfig,
+    pub webhooks: WebhookConfig,
+    pub admin: AdminConfig,
+    pub server: ServerConfig,
+    pub log: LogConfig,
 }
 
 /// `[sip]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct SipConfig {
+pub struct SipConfig {
     /// Where `serve` listens.
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// `udp` or `tcp`.
-    pub(crate) transport: TransportName,
+    pub transport: TransportName,
     /// The domain that bare numbers in verbs (`"referTo": "+4930123"`) are placed in. When
     /// unset, the host of the far end's URI is used (the caller's domain on inbound calls,
     /// the callee's on outbound ones): the domain the REFER goes to anyway, and never one of
     /// the host's own addresses.
-    pub(crate) default_domain: Option<String>,
+    pub default_domain: Option<String>,
     /// The From of calls that `call` places.
-    pub(crate) from: String,
+    pub from: String,
     /// Most calls in progress at once (answered calls not yet ended, plus INVITEs being
     /// answered). A new INVITE past it is answered `503` with `Retry-After` at once. 0 is
     /// unlimited.
-    pub(crate) max_calls: u32,
+    pub max_calls: u32,
     /// Most new calls per second (a token bucket that allows bursts of one second's worth);
     /// past it, `503` with `Retry-After`. 0 is unlimited.
-    pub(crate) max_calls_per_sec: u32,
+    pub max_calls_per_sec: u32,
     /// An INVITE that waited longer than this (milliseconds) between the socket and the SIP
     /// core is refused `503`: the server is behind, and the calls it already took come first.
     /// 0 never sheds.
-    pub(crate) max_queue_delay_ms: u64,
+    pub max_queue_delay_ms: u64,
     /// The `Retry-After` of those 503s, in seconds.
-    pub(crate) retry_after_s: u64,
+    pub retry_after_s: u64,
     /// TCP: most connections open at once, from all peers (more are closed at once). 0 is
     /// unlimited.
-    pub(crate) tcp_max_connections: u32,
+    pub tcp_max_connections: u32,
     /// TCP: most connections open at once from one IP address. 0 is unlimited.
-    pub(crate) tcp_max_connections_per_ip: u32,
+    pub tcp_max_connections_per_ip: u32,
     /// TCP: a connection on which a message stays incomplete this long (seconds) is closed,
     /// and so is one that does not take a message we send within it. 0 never times out.
-    pub(crate) tcp_message_timeout_s: u64,
+    pub tcp_message_timeout_s: u64,
     /// TCP: a connection with no traffic for this long (seconds) is closed; CRLF keep-alives
     /// count as traffic. 0 never times out.
-    pub(crate) tcp_idle_timeout_s: u64,
+    pub tcp_idle_timeout_s: u64,
 }
 
 impl Default for SipConfig {
@@ -95,7 +95,7 @@ impl Default for SipConfig {
 impl SipConfig {
     /// The SIP endpoint's settings for `bind` on `transport`, with the limits above (0 turns
     /// a limit off).
-    pub(crate) fn endpoint(&self, bind: SocketAddr, transport: TransportName) -> EndpointConfig {
+    pub fn endpoint(&self, bind: SocketAddr, transport: TransportName) -> EndpointConfig {
         let count = |n: u32| (n > 0).then_some(n as usize);
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let mut config = match transport {
@@ -120,9 +120,9 @@ impl SipConfig {
 }
 
 /// A SIP transport by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum TransportName {
+pub enum TransportName {
     Udp,
     Tcp,
 }
@@ -130,53 +130,68 @@ pub(crate) enum TransportName {
 /// `[app]`: where the application comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct AppConfig {
+pub struct AppConfig {
     /// A JSON file holding the verb array.
-    pub(crate) file: Option<PathBuf>,
+    pub file: Option<PathBuf>,
     /// A URL POSTed the call's details, answering with the verb array.
-    pub(crate) call_hook: Option<String>,
+    pub call_hook: Option<String>,
     /// The URL relative hooks resolve against when the application comes from a file (a
     /// call hook's own URL is the base of the applications it returns).
-    pub(crate) base_url: Option<String>,
+    pub base_url: Option<String>,
+}
+
+impl AppConfig {
+    /// The parsed `base_url`, when one is set.
+    pub fn base_url(&self) -> Result<Option<url::Url>, ConfigError> {
+        self.base_url
+            .as_deref()
+            .map(|value| {
+                url::Url::parse(value).map_err(|source| ConfigError::BaseUrl {
+                    value: value.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
+    }
 }
 
 /// `[plugins]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct PluginsConfig {
+pub struct PluginsConfig {
     /// A directory of `.wasm` plugins that add or override verbs by name.
-    pub(crate) dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
 }
 
 /// `[webhooks]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct WebhookConfig {
+pub struct WebhookConfig {
     /// Timeout of one attempt, in milliseconds.
-    pub(crate) timeout_ms: u64,
+    pub timeout_ms: u64,
     /// Retries after the first attempt (connection failures, timeouts, 429 and 5xx).
-    pub(crate) retries: u32,
+    pub retries: u32,
     /// Backoff before the first retry, in milliseconds; it doubles each time (capped at 10 s).
-    pub(crate) backoff_ms: u64,
+    pub backoff_ms: u64,
     /// HMAC-SHA256 secret; when set, every request is signed.
-    pub(crate) secret: Option<String>,
+    pub secret: Option<String>,
     /// The header that carries the signature.
-    pub(crate) signature_header: String,
+    pub signature_header: String,
     /// How long an actionHook waits for the verb's eventHooks still being delivered, so the
     /// application sees them in order; after that it is posted regardless (the eventHooks
     /// still complete in the background).
-    pub(crate) event_flush_ms: u64,
+    pub event_flush_ms: u64,
     /// Largest answer body read from a hook, in bytes. A larger `Content-Length` is refused
     /// before the body is read, and a body without one is read only up to this many bytes.
     /// A call hook answering more refuses the call; an actionHook's answer is ignored (the
     /// verb's result stands); an eventHook's answer is ignored anyway.
-    pub(crate) max_response_bytes: u64,
+    pub max_response_bytes: u64,
     /// Once a call has ended, how long its eventHooks still queued or in flight may hold it
     /// (and a shutdown drain) before they are abandoned and counted, in milliseconds.
-    pub(crate) event_drain_ms: u64,
+    pub event_drain_ms: u64,
     /// eventHooks one call may have queued or in flight at once; more are dropped and
     /// counted (a slow eventHook URL cannot grow a call's queue without bound).
-    pub(crate) max_queued_events: u32,
+    pub max_queued_events: u32,
 }
 
 impl Default for WebhookConfig {
@@ -196,20 +211,20 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
-    pub(crate) fn timeout(&self) -> Duration {
+    pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
 
-    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+    pub fn backoff(&self, retry: u32) -> Duration {
         crate::webhook::backoff(Duration::from_millis(self.backoff_ms), retry)
     }
 
-    pub(crate) fn event_flush(&self) -> Duration {
+    pub fn event_flush(&self) -> Duration {
         Duration::from_millis(self.event_flush_ms)
     }
 
     /// `event_drain_ms` as a duration.
-    pub(crate) fn event_drain(&self) -> Duration {
+    pub fn event_drain(&self) -> Duration {
         Duration::from_millis(self.event_drain_ms)
     }
 }
@@ -217,23 +232,23 @@ impl WebhookConfig {
 /// `[admin]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct AdminConfig {
+pub struct AdminConfig {
     /// Where `/metrics` and `/health` are served; off when unset.
-    pub(crate) listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct ServerConfig {
+pub struct ServerConfig {
     /// On SIGTERM or SIGINT, how long calls in progress may run on before they are hung up.
-    pub(crate) drain_timeout_s: u64,
+    pub drain_timeout_s: u64,
     /// Verbs one call may run, counting those of every application an actionHook returned.
     /// A call that reaches it is hung up, logged and counted.
-    pub(crate) max_verbs_per_call: u32,
+    pub max_verbs_per_call: u32,
     /// Times an actionHook may replace a call's application. One more replacement hangs the
     /// call up, logged and counted (an actionHook answering the same verb forever).
-    pub(crate) max_app_replacements: u32,
+    pub max_app_replacements: u32,
 }
 
 impl Default for ServerConfig {
@@ -249,13 +264,13 @@ impl Default for ServerConfig {
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct LogConfig {
+pub struct LogConfig {
     /// `text` or `json`.
-    pub(crate) format: LogFormat,
+    pub format: LogFormat,
     /// A tracing filter (`info`, `verbhost=debug,warn`, ...); `RUST_LOG` overrides it.
-    pub(crate) level: String,
+    pub level: String,
     /// Print every SIP message sent and received on stderr, sngrep style (`--sip-trace`).
-    pub(crate) sip_trace: bool,
+    pub sip_trace: bool,
 }
 
 impl Default for LogConfig {
@@ -269,31 +284,36 @@ impl Default for LogConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
 
 impl Config {
     /// Reads `path`, or the defaults when there is none.
-    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read the config file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
-    pub(crate) fn parse(text: &str) -> Result<Config, toml::de::Error> {
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
     }
 
     /// Checks the values that reach the wire or the logs, after the flags are merged, so a
     /// bad one stops the command with its name instead of going out in a SIP header.
-    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::LogLevel {
                 value: self.log.level.clone(),
@@ -306,6 +326,7 @@ impl Config {
                 why,
             })?;
         }
+        self.app.base_url()?;
         check_sip_uri(&self.sip.from).map_err(|why| ConfigError::From {
             value: self.sip.from.clone(),
             why,
@@ -316,7 +337,21 @@ impl Config {
 
 /// A config value (from the file or its flag) that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema (the message names the key).
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
     /// `--log-level` / `log.level` is not a tracing filter.
     #[error(
         "--log-level (log.level) {value:?} is not a log filter such as info or verbhost=debug: {why}"
@@ -327,6 +362,13 @@ pub(crate) enum ConfigError {
         "--default-domain (sip.default_domain) {value:?} is not a domain or IP address with an optional port: {why}"
     )]
     DefaultDomain { value: String, why: &'static str },
+    /// `--base-url` / `app.base_url` is not a URL.
+    #[error("--base-url (app.base_url) {value:?} is not a URL: {source}")]
+    BaseUrl {
+        value: String,
+        #[source]
+        source: url::ParseError,
+    },
     /// `--from` / `sip.from` is not a SIP URI.
     #[error("--from (sip.from) {value:?} is not a SIP URI such as sip:verbhost@example.com: {why}")]
     From { value: String, why: &'static str },
@@ -380,7 +422,7 @@ fn check_domain(value: &str) -> Result<(), &'static str> {
 
 /// `sip:` or `sips:`, an optional `user@`, and a host as [`check_domain`] takes it (URI
 /// parameters after `;` allowed); angle brackets and a display name are not.
-pub(crate) fn check_sip_uri(value: &str) -> Result<(), &'static str> {
+pub fn check_sip_uri(value: &str) -> Result<(), &'static str> {
     let rest = ["sip:", "sips:"]
         .iter()
         .find_map(|scheme| {
@@ -429,7 +471,7 @@ mod tests {
 
     #[test]
     fn the_example_file_parses_to_the_defaults_and_shows_every_key() {
-        let example = include_str!("../../verbhost.example.toml");
+        let example = include_str!("../../../verbhost.example.toml");
         assert_eq!(Config::parse(example).unwrap(), Config::default());
         // Every key of every section, unset optional ones included (JSON keeps them as null).
         let defaults = serde_json::to_value(Config::default()).unwrap();

@@ -7,15 +7,9 @@
 //! plugin inventing event names cannot grow `/metrics` without bound.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -478,6 +472,16 @@ impl Metrics {
     }
 
     /// The text exposition format.
+    /// True once the server has begun to drain.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// How plugin instances are allocated, as `/health` shows it.
+    pub(crate) fn allocator(&self) -> &str {
+        &self.allocator
+    }
+
     pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -494,49 +498,6 @@ pub(crate) fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "6xx",
-    }
-}
-
-/// Serves `/metrics` and `/health` on `listener` until the process exits.
-pub(crate) async fn serve_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/health", get(health))
-        .with_state(metrics);
-    if let Err(err) = axum::serve(listener, app).await {
-        tracing::error!(error = %err, "the admin server stopped");
-    }
-}
-
-/// Binds the admin address.
-pub(crate) async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on the admin address {addr}: {e}"))
-}
-
-async fn metrics_page(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
-}
-
-async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    let allocator = &metrics.allocator;
-    if metrics.draining.load(Ordering::Relaxed) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("draining\nplugin allocator: {allocator}\n"),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            format!("ok\nplugin allocator: {allocator}\n"),
-        )
     }
 }
 

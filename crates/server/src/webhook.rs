@@ -365,7 +365,7 @@ pub(crate) fn backoff(base: Duration, n: u32) -> Duration {
 }
 
 #[cfg(test)]
-#[path = "../../tests/support/webhooks.rs"]
+#[path = "../../../tests/support/webhooks.rs"]
 mod support;
 
 #[cfg(test)]
