@@ -10,6 +10,7 @@ use verbhost_server::config::{self, Config};
 
 mod call_cmd;
 mod demo;
+mod plugins_cmd;
 mod serve;
 mod sip_trace;
 mod test_cmd;
@@ -106,9 +107,18 @@ enum Command {
         /// The application: a URL POSTed each call's details, answering with the verb array.
         #[arg(long, value_name = "URL")]
         call_hook: Option<String>,
-        /// Serve /metrics (Prometheus) and /health on this address.
+        /// Serve the admin API (/metrics, /health, /plugins) on this address.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
+        /// The bearer token the admin API's /plugins endpoints require (needed when --admin
+        /// is not a loopback address).
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "VERBHOST_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
         /// On SIGTERM/SIGINT, how long calls in progress may run on before they are hung up.
         #[arg(long, value_name = "SECONDS")]
         drain_timeout: Option<u64>,
@@ -143,6 +153,8 @@ enum Command {
         #[arg(long)]
         sip_trace: bool,
     },
+    /// Manage the plugin versions of a running server through its admin API.
+    Plugins(plugins_cmd::PluginsArgs),
     /// Run a plugin against mock-host scenarios (no network): prints PASS/FAIL per scenario
     /// with a diff, and exits non-zero if any fails.
     Test {
@@ -219,6 +231,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             app,
             call_hook,
             admin,
+            admin_token,
             drain_timeout,
             common,
         } => {
@@ -236,6 +249,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             if let Some(admin) = admin {
                 config.admin.listen = Some(admin);
+            }
+            if let Some(token) = admin_token {
+                config.admin.token = Some(token);
             }
             if let Some(drain) = drain_timeout {
                 config.server.drain_timeout_s = drain;
@@ -268,6 +284,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             call_cmd::run(verbhost_server::Dialer::new(config).await?, args).await
         }
         Command::Demo { sip_trace } => demo::run(sip_trace).await,
+        Command::Plugins(args) => plugins_cmd::run(args).await,
         Command::Test {
             plugin,
             scenarios,

@@ -13,13 +13,17 @@ use verbhost_sip::admission::Admission;
 use verbhost_sip::endpoint::EndpointConfig;
 use verbhost_sip::transport::TcpLimits;
 
+pub use crate::limits::{LimitsConfig, LimitsOverrideError, PoolConfig};
+
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub sip: SipConfig,
     pub app: AppConfig,
     pub plugins: PluginsConfig,
+    pub limits: LimitsConfig,
+    pub pool: PoolConfig,
     pub webhooks: WebhookConfig,
     pub admin: AdminConfig,
     pub server: ServerConfig,
@@ -156,11 +160,52 @@ impl AppConfig {
 }
 
 /// `[plugins]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
-    /// A directory of `.wasm` plugins that add or override verbs by name.
+    /// A directory of `.wasm` plugins that add or override verbs by name. `NAME.wasm` may
+    /// have its own mock-host scenarios in `NAME.scenarios/*.json`, which every new version
+    /// must pass before it serves a call.
     pub dir: Option<PathBuf>,
+    /// Watch `dir` and swap in new, changed and removed plugins while calls run.
+    pub watch: bool,
+    /// A file that is written without being closed or renamed into place is loaded once it
+    /// has been quiet this long (milliseconds).
+    pub quiet_ms: u64,
+    /// Where compiled plugins are cached, keyed by the file's SHA-256 and the engine's
+    /// build, so a restart or a swap back does not compile again. Default: `.cache` in `dir`,
+    /// or none without a plugin directory. Only verbhost should be able to write it: a
+    /// cached entry is trusted native code.
+    pub cache_dir: Option<PathBuf>,
+    /// Compile without the cache.
+    pub no_cache: bool,
+    /// Run each new version's own scenarios (`NAME.scenarios/*.json`) before it is swapped in.
+    pub scenarios: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: None,
+            watch: true,
+            quiet_ms: 500,
+            cache_dir: None,
+            no_cache: false,
+            scenarios: true,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The cache directory in force, if any.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(|| self.dir.as_ref().map(|dir| dir.join(".cache")))
+    }
 }
 
 /// `[webhooks]`
@@ -233,8 +278,11 @@ impl WebhookConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Where `/metrics` and `/health` are served; off when unset.
+    /// Where the admin API (`/metrics`, `/health`, `/plugins`) is served; off when unset.
     pub listen: Option<SocketAddr>,
+    /// The bearer token `/plugins` requires. Required when `listen` is not a loopback
+    /// address. Also read from `VERBHOST_ADMIN_TOKEN`.
+    pub token: Option<String>,
 }
 
 /// `[server]`
@@ -327,6 +375,12 @@ impl Config {
             })?;
         }
         self.app.base_url()?;
+        self.limits.check()?;
+        if let Some(addr) = self.admin.listen {
+            if !addr.ip().is_loopback() && self.admin.token.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::AdminWithoutToken(addr));
+            }
+        }
         check_sip_uri(&self.sip.from).map_err(|why| ConfigError::From {
             value: self.sip.from.clone(),
             why,
@@ -369,6 +423,14 @@ pub enum ConfigError {
         #[source]
         source: url::ParseError,
     },
+    /// A `[limits.verbs."NAME"]` table.
+    #[error(transparent)]
+    LimitsOverride(#[from] LimitsOverrideError),
+    /// The admin API would be reachable from other hosts with no token.
+    #[error(
+        "--admin (admin.listen) {0} is not a loopback address, so admin.token (or VERBHOST_ADMIN_TOKEN) must be set: anyone who can reach it could replace the plugins"
+    )]
+    AdminWithoutToken(SocketAddr),
     /// `--from` / `sip.from` is not a SIP URI.
     #[error("--from (sip.from) {value:?} is not a SIP URI such as sip:verbhost@example.com: {why}")]
     From { value: String, why: &'static str },

@@ -17,11 +17,13 @@ pub mod app;
 mod bridge;
 pub mod config;
 mod error;
+mod limits;
 mod metrics;
 mod outbound;
 mod plugins;
 mod server;
 mod session;
+mod watch;
 mod webhook;
 
 pub use config::Config;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -17,9 +17,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
 use verbhost_runtime::Allocator;
 use verbhost_sip::endpoint::Stats;
 
+use crate::plugins::Plugins;
 use crate::session::VerbFailure;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,17 +79,20 @@ const MAX_EVENT_LABEL_BYTES: usize = 64;
 /// Which label values are allowed: the loaded verbs, and per verb the event names seen
 /// first.
 struct Labels {
-    verbs: BTreeSet<String>,
+    verbs: Mutex<BTreeSet<String>>,
     events: Mutex<HashMap<String, HashSet<String>>>,
 }
 
+/// Distinct verbs kept as labels, over the life of the process (plugins come and go with
+/// hot swap; each one's verbs are added when it is installed). Later ones are [`OTHER`].
+const MAX_VERB_LABELS: usize = 256;
+
 impl Labels {
-    /// `verb` if a plugin implements it, else [`OTHER`].
+    /// `verb` if a plugin implements (or implemented) it, else [`OTHER`].
     fn verb(&self, verb: &str) -> String {
-        if self.verbs.contains(verb) {
-            verb.to_owned()
-        } else {
-            OTHER.to_owned()
+        match self.verbs.lock() {
+            Ok(verbs) if verbs.contains(verb) => verb.to_owned(),
+            _ => OTHER.to_owned(),
         }
     }
 
@@ -134,9 +139,70 @@ pub(crate) struct Metrics {
     event_hooks_abandoned: Family<CauseLabel, Counter>,
     labels: Labels,
     sip: Arc<SipCollector>,
+    plugin_swaps: Family<SwapLabels, Counter>,
+    plugin_rollbacks: Family<VerbLabel, Counter>,
+    plugins: Arc<PluginCollector>,
     /// The plugin allocator, for `/health`.
     allocator: String,
     draining: AtomicBool,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwapLabels {
+    verb: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabel {
+    verb: String,
+}
+
+/// The active version of every verb (`verbhost_plugin_version_info`) and the compiled
+/// cache's counters, read from the plugins at every scrape.
+#[derive(Debug, Default)]
+struct PluginCollector(OnceLock<Weak<Plugins>>);
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(plugins) = self.0.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "plugin_version",
+            "The plugin version serving each verb, with its sha256 and source",
+            None,
+            MetricType::Info,
+        )?;
+        for version in plugins.list() {
+            Info::new(vec![
+                ("verb", version.verb),
+                ("plugin", version.plugin),
+                ("version", version.version),
+                ("sha256", version.sha256),
+                ("source", version.origin),
+            ])
+            .encode(family.encode_family(&())?)?;
+        }
+        let cache = plugins.runtime().cache_stats();
+        if cache.enabled {
+            let mut family = encoder.encode_descriptor(
+                "plugin_cache",
+                "Compiled-plugin cache lookups, by result (hit, miss, error: an entry that \
+                 failed to load and was rebuilt)",
+                None,
+                ConstCounter::<u64>::default().metric_type(),
+            )?;
+            for (result, count) in [
+                ("hit", cache.hits),
+                ("miss", cache.misses),
+                ("error", cache.errors),
+            ] {
+                ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One counter family of [`SipCollector`]: no label when `label` is empty.
@@ -292,10 +358,7 @@ impl Collector for SipCollector {
 impl Metrics {
     /// The metrics of a host whose plugins implement `known_verbs` (the only verb label
     /// values).
-    pub(crate) fn new(
-        known_verbs: impl IntoIterator<Item = String>,
-        allocator: &Allocator,
-    ) -> Metrics {
+    pub(crate) fn new(allocator: &Allocator) -> Metrics {
         let mut registry = Registry::with_prefix("verbhost");
         let (kind, slots) = match allocator {
             Allocator::Pooling { slots } => ("pooling", slots.to_string()),
@@ -367,8 +430,23 @@ impl Metrics {
              drain_timeout: still queued event_drain_ms after the call ended)",
             event_hooks_abandoned.clone(),
         );
+        let plugin_swaps = Family::<SwapLabels, Counter>::default();
+        registry.register(
+            "plugin_swaps",
+            "Plugin versions offered to a verb, by verb and result (ok: in service; rejected: \
+             refused by a check, the version before keeps serving; retired: its file was removed)",
+            plugin_swaps.clone(),
+        );
+        let plugin_rollbacks = Family::<VerbLabel, Counter>::default();
+        registry.register(
+            "plugin_rollbacks",
+            "Rollbacks through the admin API, by verb",
+            plugin_rollbacks.clone(),
+        );
         let sip = Arc::new(SipCollector::default());
         registry.register_collector(Box::new(sip.clone()));
+        let plugins = Arc::new(PluginCollector::default());
+        registry.register_collector(Box::new(plugins.clone()));
         Metrics {
             registry,
             calls,
@@ -382,11 +460,14 @@ impl Metrics {
             hook_answers_too_large,
             calls_limited,
             event_hooks_abandoned,
+            plugin_swaps,
+            plugin_rollbacks,
             labels: Labels {
-                verbs: known_verbs.into_iter().collect(),
+                verbs: Mutex::default(),
                 events: Mutex::default(),
             },
             sip,
+            plugins,
             allocator: allocator.to_string(),
             draining: AtomicBool::new(false),
         }
@@ -462,6 +543,41 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Verbs that may be labels from now on (a plugin implementing them was installed).
+    pub(crate) fn add_verbs(&self, verbs: &[String]) {
+        if let Ok(mut known) = self.labels.verbs.lock() {
+            for verb in verbs {
+                if known.len() >= MAX_VERB_LABELS {
+                    break;
+                }
+                known.insert(verb.clone());
+            }
+        }
+    }
+
+    /// A version offered to `verb`: `ok`, `rejected` or `retired`.
+    pub(crate) fn plugin_swap(&self, verb: &str, result: &'static str) {
+        self.plugin_swaps
+            .get_or_create(&SwapLabels {
+                verb: self.labels.verb(verb),
+                result,
+            })
+            .inc();
+    }
+
+    pub(crate) fn plugin_rollback(&self, verb: &str) {
+        self.plugin_rollbacks
+            .get_or_create(&VerbLabel {
+                verb: self.labels.verb(verb),
+            })
+            .inc();
+    }
+
+    /// Reports the active plugin versions and the compiled cache from now on.
+    pub(crate) fn watch_plugins(&self, plugins: &Arc<Plugins>) {
+        let _ = self.plugins.0.set(Arc::downgrade(plugins));
+    }
+
     /// Reports the SIP endpoint's counters from now on (the first endpoint given wins).
     pub(crate) fn watch_sip(&self, stats: Arc<Stats>) {
         let _ = self.sip.0.set(stats);
@@ -507,7 +623,8 @@ mod tests {
 
     #[test]
     fn verb_and_outcome_labels_stay_bounded() {
-        let metrics = Metrics::new(["sip:refer".to_owned()], &Allocator::Pooling { slots: 128 });
+        let metrics = Metrics::new(&Allocator::Pooling { slots: 128 });
+        metrics.add_verbs(&["sip:refer".to_owned()]);
         let empty = metrics.encode().len();
         metrics.verb("sip:refer", "TRANSFER_REFER_SUCCESS");
         metrics.verb("sip:refer", "no-plugin");

@@ -60,6 +60,7 @@ impl ServerBuilder {
     /// `admin.listen` is set) and starts taking calls. Port 0 binds a free port:
     /// [`ServerHandle::sip_addr`] and [`ServerHandle::admin_addr`] say which.
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
+        self.config.check()?;
         let shared = Shared::new(self.config).await?;
         let config = &shared.config;
         let source = match (&config.app.file, &config.app.call_hook) {
@@ -97,7 +98,7 @@ impl ServerBuilder {
                 let mut done = stop.subscribe();
                 tokio::spawn(crate::admin::serve(
                     listener,
-                    shared.metrics.clone(),
+                    shared.clone(),
                     async move {
                         let _ = done.wait_for(|&done| done).await;
                     },

@@ -15,7 +15,7 @@ use std::time::Instant;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
-use verbhost_runtime::{CallInfo, Direction, Identity, RunError, VerbError, Webhook};
+use verbhost_runtime::{CallInfo, Direction, Identity, RunError, Runtime, VerbError, Webhook};
 use verbhost_sip::endpoint::Call;
 use verbhost_sip::message::addr_uri;
 
@@ -29,7 +29,7 @@ use crate::webhook::{HookKind, Webhooks};
 
 /// What every call shares.
 pub(crate) struct Shared {
-    pub(crate) plugins: Plugins,
+    pub(crate) plugins: Arc<Plugins>,
     pub(crate) webhooks: Webhooks,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
@@ -38,9 +38,22 @@ pub(crate) struct Shared {
 impl Shared {
     /// Loads the plugins and builds the webhook client and the metrics.
     pub(crate) async fn new(config: Config) -> Result<Arc<Shared>, ServerError> {
-        let plugins = Plugins::load(config.plugins.dir.as_deref()).await?;
         let webhooks = Webhooks::new(config.webhooks.clone()).map_err(ServerError::Webhooks)?;
-        let metrics = Arc::new(Metrics::new(plugins.verbs(), plugins.allocator()));
+        let runtime = Runtime::new(
+            config
+                .pool
+                .runtime(config.plugins.cache_dir(), config.limits.run.clone()),
+        )
+        .map_err(ServerError::Runtime)?;
+        let metrics = Arc::new(Metrics::new(runtime.allocator()));
+        let plugins = Plugins::start(
+            config.plugins.clone(),
+            config.limits.clone(),
+            runtime,
+            metrics.clone(),
+        )
+        .await?;
+        metrics.watch_plugins(&plugins);
         Ok(Arc::new(Shared {
             plugins,
             webhooks,
@@ -418,9 +431,16 @@ impl Session {
         summary: &mut Summary,
     ) -> Next {
         let sid = &self.ids.call_sid;
-        self.journal
-            .record(json!({"type": "verb.start", "call_sid": sid, "verb": verb.name}));
-        let Some(plugin) = self.shared.plugins.get(&verb.name) else {
+        // The version is taken once: a swap from here on does not touch this verb.
+        let version = self.shared.plugins.get(&verb.name);
+        self.journal.record(json!({
+            "type": "verb.start",
+            "call_sid": sid,
+            "verb": verb.name,
+            "plugin": version.as_ref().map(|v| format!("{} {}", v.name(), v.version())),
+            "sha256": version.as_ref().map(|v| v.sha256()),
+        }));
+        let Some(version) = version else {
             let why = format!(
                 "no plugin implements the verb {:?} (loaded: {})",
                 verb.name,
@@ -439,7 +459,7 @@ impl Session {
             events: events.clone(),
             started,
         };
-        let run = plugin.run(host, &verb.json, &self.info).await;
+        let run = version.run(host, &verb.json, &self.info).await;
         if run.log_dropped > 0 {
             tracing::warn!(call_sid = %sid, verb = %verb.name, bytes = run.log_dropped, "plugin log over its limit; dropped");
         }
@@ -454,6 +474,7 @@ impl Session {
                         self.shared.metrics.trap(&verb.name, &kind.to_string());
                         VerbFailure::PluginTrap
                     }
+                    RunError::Overloaded { .. } => VerbFailure::Overloaded,
                     _ => VerbFailure::PluginFailed,
                 };
                 let why = err.to_string();
@@ -624,16 +645,20 @@ pub(crate) enum VerbFailure {
     InvalidVerb,
     /// The plugin trapped (a bug or an exceeded bound).
     PluginTrap,
+    /// The instance pool (or the plugin's own `max_concurrent_runs`) had no room within
+    /// `limits.slot_wait_ms`.
+    Overloaded,
     /// Any other failure of the run.
     PluginFailed,
 }
 
 impl VerbFailure {
     /// Every reason, for the metric labels.
-    pub(crate) const ALL: [VerbFailure; 4] = [
+    pub(crate) const ALL: [VerbFailure; 5] = [
         VerbFailure::NoPlugin,
         VerbFailure::InvalidVerb,
         VerbFailure::PluginTrap,
+        VerbFailure::Overloaded,
         VerbFailure::PluginFailed,
     ];
 
@@ -642,6 +667,7 @@ impl VerbFailure {
             VerbFailure::NoPlugin => "no-plugin",
             VerbFailure::InvalidVerb => "invalid-verb",
             VerbFailure::PluginTrap => "plugin-trap",
+            VerbFailure::Overloaded => "overloaded",
             VerbFailure::PluginFailed => "plugin-failed",
         }
     }
