@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
     Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
-    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig,
+    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, RunLimits, Runtime, RuntimeConfig,
     TrapKind, Webhook,
 };
 
@@ -86,7 +86,10 @@ async fn a_host_call_argument_larger_than_the_host_accepts_is_a_host_call_trap()
 #[tokio::test]
 async fn each_event_is_one_host_call() {
     let runtime = Runtime::<MockCall>::new(RuntimeConfig {
-        max_host_calls: 10,
+        run: RunLimits {
+            max_host_calls: 10,
+            ..RunLimits::default()
+        },
         ..RuntimeConfig::default()
     })
     .expect("runtime starts");
@@ -345,7 +348,10 @@ const BURN_BUDGET: Duration = Duration::from_secs(1);
 #[tokio::test]
 async fn a_bounded_burn_completes_within_its_cpu_budget() {
     let runtime = Runtime::<MockCall>::new(RuntimeConfig {
-        cpu_budget: BURN_BUDGET,
+        run: RunLimits {
+            cpu_ms: BURN_BUDGET.as_millis() as u64,
+            ..RunLimits::default()
+        },
         ..RuntimeConfig::default()
     })
     .expect("runtime starts");
@@ -525,7 +531,10 @@ async fn time_parked_in_host_calls_is_not_charged_to_the_cpu_budget() {
 #[tokio::test]
 async fn the_wall_clock_limit_ends_a_run_that_waits_too_long() {
     let plugin = slow_sip_refer(RuntimeConfig {
-        wall_clock_limit: Duration::from_millis(200),
+        run: RunLimits {
+            wall_clock_ms: 200,
+            ..RunLimits::default()
+        },
         ..RuntimeConfig::default()
     })
     .await;

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub use call::MockCall;
 pub use report::{Failure, Report, completion_json, error_kind};
 pub use scenario::{Scenario, ScenarioError};
-use verbhost_runtime::{LoadError, Plugin, Runtime, RuntimeConfig};
+use verbhost_runtime::{Compiled, LoadError, Plugin, Runtime, RuntimeConfig};
 
 /// A runtime whose calls are scripted.
 #[derive(Clone)]
@@ -53,6 +53,23 @@ impl MockHost {
         Ok(MockHost {
             runtime: Runtime::new(config)?,
         })
+    }
+
+    /// A mock host on an existing runtime, usually a [`Runtime::sibling`] of the server's:
+    /// it shares the engine, pool and compiled cache, so a [`Compiled`] plugin the server is
+    /// about to serve can run its scenarios here first without compiling twice.
+    pub fn from_runtime(runtime: Runtime<MockCall>) -> MockHost {
+        MockHost { runtime }
+    }
+
+    /// The runtime the mock host runs plugins in.
+    pub fn runtime(&self) -> &Runtime<MockCall> {
+        &self.runtime
+    }
+
+    /// Makes a compiled plugin runnable here (see [`Runtime::instantiate`]).
+    pub async fn instantiate(&self, compiled: &Compiled) -> Result<Plugin<MockCall>, LoadError> {
+        self.runtime.instantiate(compiled).await
     }
 
     /// Loads a plugin from its bytes.

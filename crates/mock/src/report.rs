@@ -190,6 +190,7 @@ pub fn error_kind(err: &RunError) -> (&'static str, String) {
         RunError::WallClock(_) => ("wall-clock", err.to_string()),
         RunError::InvalidCompletion(_) => ("invalid-completion", err.to_string()),
         RunError::Instantiate(_) => ("instantiate", err.to_string()),
+        RunError::Overloaded { .. } => ("overloaded", err.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::VerbError;
+use crate::config::LimitsError;
 
 /// Why the runtime could not start or a plugin could not be loaded. A failed load changes
 /// nothing: a plugin already loaded keeps serving.
@@ -54,6 +55,24 @@ pub enum LoadError {
     /// `describe` trapped or returned nonsense.
     #[error("plugin failed its load check: {0}")]
     Describe(String),
+    /// One instance of the plugin needs more of the instance pool than one plugin may have,
+    /// so none of its runs could ever be instantiated.
+    #[error(
+        "plugin needs {needs} {resource} per instance, more than the limit of {limit} ({key})"
+    )]
+    TooHeavy {
+        /// What it needs: "core instances", "memories" or "tables".
+        resource: &'static str,
+        /// How many one instance needs.
+        needs: u32,
+        /// The most one plugin may have.
+        limit: u32,
+        /// The runtime config key that sets the limit.
+        key: &'static str,
+    },
+    /// The run limits in the config cannot be used.
+    #[error("invalid run limits: {0}")]
+    Limits(#[from] LimitsError),
 }
 
 /// What ended a run that did not complete normally.
@@ -86,9 +105,18 @@ pub enum RunError {
     /// The plugin completed with something the host cannot use.
     #[error("plugin returned an invalid completion: {0}")]
     InvalidCompletion(String),
-    /// The plugin could not be instantiated (for example every slot is busy).
+    /// The plugin could not be instantiated.
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// There was no room for the run: it waited its `slot_wait` for the instance pool (or
+    /// for the plugin's own `max_concurrent_runs`) and was not started. Retryable.
+    #[error("overloaded: waited {waited:?} for {waited_for} and gave up (slot_wait_ms)")]
+    Overloaded {
+        /// What the run waited for, e.g. "38 core instances of the instance pool's 512".
+        waited_for: String,
+        /// How long it waited.
+        waited: Duration,
+    },
 }
 
 fn verb_error_text(err: &VerbError) -> String {
@@ -119,6 +147,8 @@ pub enum TrapKind {
     Panic,
     /// The guest made more host calls than allowed, or passed the host too much data.
     HostCalls,
+    /// The guest made more `send-refer` calls than [`crate::RunLimits::max_refers`].
+    Refers,
     /// Any other trap (out-of-bounds access, bad conversion, ...).
     Other,
 }
@@ -131,6 +161,7 @@ impl std::fmt::Display for TrapKind {
             Self::StackOverflow => "stack overflow",
             Self::Panic => "panic",
             Self::HostCalls => "host call limit",
+            Self::Refers => "refer limit",
             Self::Other => "fault",
         })
     }

@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::verbhost::plugin::{host, sip, types};
-use crate::config::RuntimeConfig;
+use crate::config::RunLimits;
 use crate::error::TrapKind;
 use crate::meter::CpuMeter;
 use crate::{Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, Webhook};
@@ -56,6 +56,7 @@ pub(crate) struct State<H> {
     pub(crate) meter: CpuMeter,
     bounds: Bounds,
     host_calls: u32,
+    refers: u32,
     events: u32,
     log_bytes: usize,
     log_dropped: usize,
@@ -65,6 +66,7 @@ pub(crate) struct State<H> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
     max_host_calls: u32,
+    max_refers: u32,
     max_payload_bytes: usize,
     max_events: u32,
     max_log_bytes: usize,
@@ -138,8 +140,22 @@ impl std::fmt::Display for BoundExceeded {
 
 impl std::error::Error for BoundExceeded {}
 
+/// The most core instances, memories and tables one store may create: one plugin instance's
+/// share of the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreCounts {
+    pub(crate) instances: u32,
+    pub(crate) memories: u32,
+    pub(crate) tables: u32,
+}
+
 impl<H: CallHost> State<H> {
-    pub(crate) fn new(host: Option<H>, config: &RuntimeConfig) -> Self {
+    pub(crate) fn new(
+        host: Option<H>,
+        config: &RunLimits,
+        counts: StoreCounts,
+        epoch_tick: Duration,
+    ) -> Self {
         let guest_output = MemoryOutputPipe::new(config.max_guest_output_bytes);
         let wasi = WasiCtx::builder()
             .stdout(guest_output.clone())
@@ -154,23 +170,25 @@ impl<H: CallHost> State<H> {
             table: ResourceTable::new(),
             limits: Limits {
                 counts: wasmtime::StoreLimitsBuilder::new()
-                    .instances(16)
-                    .tables(16)
-                    .memories(8)
+                    .instances(counts.instances as usize)
+                    .tables(counts.tables as usize)
+                    .memories(counts.memories as usize)
                     .trap_on_grow_failure(true)
                     .build(),
                 max_memory_bytes: config.max_memory_bytes,
                 memory_refused: false,
             },
             guest_output,
-            meter: CpuMeter::new(config.cpu_budget, config.epoch_tick),
+            meter: CpuMeter::new(config.cpu_budget(), epoch_tick),
             bounds: Bounds {
                 max_host_calls: config.max_host_calls,
+                max_refers: config.max_refers,
                 max_payload_bytes: config.max_payload_bytes,
                 max_events: config.max_events,
                 max_log_bytes: config.max_log_bytes,
             },
             host_calls: 0,
+            refers: 0,
             events: 0,
             log_bytes: 0,
             log_dropped: 0,
@@ -286,6 +304,16 @@ impl<H: CallHost> sip::Host for State<H> {
         &mut self,
         request: ReferRequest,
     ) -> wasmtime::Result<Result<ReferResponse, ReferError>> {
+        self.refers += 1;
+        if self.refers > self.bounds.max_refers {
+            return Err(wasmtime::Error::new(BoundExceeded {
+                kind: TrapKind::Refers,
+                what: format!(
+                    "more than {} send-refer calls in one run (max_refers)",
+                    self.bounds.max_refers
+                ),
+            }));
+        }
         let (host, meter) = self.parking_call()?;
         if let Err(why) = check_refer(&request) {
             return Ok(Err(ReferError::Rejected(why)));

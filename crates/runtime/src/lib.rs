@@ -23,16 +23,23 @@
 //! uses (seeded deterministically); anything else is refused at load with the import named.
 
 mod bindings;
+mod cache;
 mod config;
 mod error;
 mod host;
 mod meter;
 mod plugin;
+mod pool;
+pub mod registry;
 
-pub use config::RuntimeConfig;
+pub use cache::CacheStats;
+pub use config::{LimitsError, RunLimits, RuntimeConfig};
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
-pub use plugin::{Allocator, Outcome, Plugin, Run, Runtime};
+pub use plugin::{Allocator, Compiled, Outcome, Plugin, Run, Runtime};
+pub use pool::PluginNeeds;
+pub use registry::{Origin, Registry, RollbackError, Swap, Version, VersionInfo, VersionRef};
+
 
 pub use bindings::exports::verbhost::plugin::verb::{PluginInfo, VerbError};
 pub use bindings::verbhost::plugin::sip::{

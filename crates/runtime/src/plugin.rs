@@ -13,12 +13,14 @@ use wasmtime::{
 };
 
 use crate::bindings::{VerbPlugin, VerbPluginPre};
-use crate::config::RuntimeConfig;
+use crate::cache::{Cache, CacheStats, sha256_hex};
+use crate::config::{LimitsError, RunLimits, RuntimeConfig};
 use crate::error::{LoadError, RunError, TrapKind};
 use crate::host::{
-    BoundExceeded, CallHost, PayloadError, State, check_hook, check_payload, classify,
-    is_hostcall_fuel_exhausted,
+    BoundExceeded, CallHost, PayloadError, State, StoreCounts, check_hook, check_payload,
+    classify, is_hostcall_fuel_exhausted,
 };
+use crate::pool::{Pool, PluginNeeds, Totals};
 use crate::{CallInfo, PluginInfo, Webhook};
 
 /// Imports a plugin may have, by interface prefix, with the reason for anything else.
@@ -31,17 +33,24 @@ const ALLOWED_IMPORTS: [&str; 6] = [
     "wasi:random/insecure",
 ];
 
-/// One per process: the engine, the linker, the epoch ticker and the limits.
+/// One per process and call host: the engine, the linker, the epoch ticker, the instance
+/// pool, the compiled cache and the limits. Cheap to clone (a clone shares everything).
+///
+/// [`Runtime::sibling`] makes a runtime for another [`CallHost`] on the same engine, pool and
+/// cache, so a [`Compiled`] plugin can be instantiated by both (the server runs a new
+/// version's scenarios in the mock host against the very code it is about to serve).
 pub struct Runtime<H: CallHost> {
-    inner: Arc<Inner<H>>,
+    shared: Arc<Shared>,
+    linker: Arc<Linker<State<H>>>,
 }
 
-struct Inner<H: CallHost> {
+/// What sibling runtimes share.
+struct Shared {
     engine: Engine,
     allocator: Allocator,
-    linker: Linker<State<H>>,
     config: RuntimeConfig,
-    slots: Arc<Semaphore>,
+    pool: Pool,
+    cache: Cache,
 }
 
 /// How the engine allocates the memories, tables and stacks of plugin instances.
@@ -73,15 +82,73 @@ impl std::fmt::Display for Allocator {
 impl<H: CallHost> Clone for Runtime<H> {
     fn clone(&self) -> Self {
         Runtime {
-            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            linker: self.linker.clone(),
         }
+    }
+}
+
+/// A compiled plugin, not yet checked against a host: what [`Runtime::compile`] makes and
+/// [`Runtime::instantiate`] (of this runtime or a sibling) turns into a [`Plugin`]. Cheap to
+/// clone; clones share the code.
+#[derive(Clone)]
+pub struct Compiled {
+    inner: Arc<CompiledInner>,
+}
+
+struct CompiledInner {
+    component: Component,
+    sha256: String,
+    len: usize,
+    from_cache: bool,
+    needs: PluginNeeds,
+}
+
+impl Compiled {
+    /// The sha256 of the wasm bytes, in lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// The size of the wasm bytes.
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// True for an empty file (which never compiles, so never true in practice; here for
+    /// the `len`/`is_empty` pair).
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// True when the code came from the compiled cache instead of the compiler.
+    pub fn from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+
+    /// What one instance takes from the instance pool.
+    pub fn needs(&self) -> PluginNeeds {
+        self.inner.needs
+    }
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("sha256", &self.inner.sha256)
+            .field("len", &self.inner.len)
+            .field("from_cache", &self.inner.from_cache)
+            .field("needs", &self.inner.needs)
+            .finish()
     }
 }
 
 impl<H: CallHost> Runtime<H> {
     /// Builds the engine (pooling allocator sized by `config`, epoch interruption on), the
-    /// linker, and starts the epoch ticker thread, which stops when the engine is dropped.
+    /// linker and the cache, and starts the epoch ticker thread, which stops when the engine
+    /// is dropped. Fails when `config.run` does not fit the engine.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        config.run.check(&config)?;
         let (engine, allocator) = match build_engine(&config) {
             Ok(engine) => (
                 engine,
@@ -104,50 +171,73 @@ impl<H: CallHost> Runtime<H> {
                 (engine, Allocator::OnDemand { reason })
             }
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| {
-                VerbPlugin::add_to_linker::<_, wasmtime::component::HasSelf<State<H>>>(
-                    &mut linker,
-                    |state| state,
-                )
-            })
-            .map_err(|e| LoadError::Engine(format!("cannot link the host interfaces: {e:#}")))?;
+        let linker = Arc::new(build_linker(&engine)?);
         // Without the ticker the CPU budget would never be enforced: refuse to start.
         spawn_epoch_ticker(&engine, config.epoch_tick)
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        let slots = Arc::new(Semaphore::new(config.max_concurrent_runs as usize));
+        let cache = Cache::new(config.cache_dir.clone(), &engine);
+        let pool = Pool::new(&config);
         Ok(Runtime {
-            inner: Arc::new(Inner {
+            shared: Arc::new(Shared {
                 engine,
                 allocator,
-                linker,
                 config,
-                slots,
+                pool,
+                cache,
             }),
+            linker,
         })
     }
 
-    /// The limits in force.
+    /// A runtime for another call host on this one's engine, epoch ticker, config, instance
+    /// pool and compiled cache, with its own linker. A [`Compiled`] from either instantiates
+    /// in both, and their runs share the pool's capacity.
+    pub fn sibling<H2: CallHost>(&self) -> Result<Runtime<H2>, LoadError> {
+        Ok(Runtime {
+            shared: self.shared.clone(),
+            linker: Arc::new(build_linker(&self.shared.engine)?),
+        })
+    }
+
+    /// The engine settings and default run limits in force.
     pub fn config(&self) -> &RuntimeConfig {
-        &self.inner.config
+        &self.shared.config
     }
 
     /// How plugin instances are allocated: pooled, or on demand because the pool could not
     /// be created. Worth showing in metrics and health checks, since it changes what a run
     /// costs.
     pub fn allocator(&self) -> &Allocator {
-        &self.inner.allocator
+        &self.shared.allocator
     }
 
-    /// Reads and loads a plugin file. A file larger than [`RuntimeConfig::max_plugin_bytes`]
-    /// is refused from its length, without reading it.
+    /// What the compiled cache did so far (shared with sibling runtimes), for metrics.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.cache.stats()
+    }
+
+    /// The engine's part of cache entry names: a hex digest of wasmtime's
+    /// `precompile_compatibility_hash`, the same in every process of the same build and
+    /// config.
+    pub fn engine_hash(&self) -> &str {
+        self.shared.cache.engine_hash()
+    }
+
+    /// Reads and loads a plugin file ([`Runtime::compile_file`], then
+    /// [`Runtime::instantiate`]).
     pub async fn load_file(&self, path: &std::path::Path) -> Result<Plugin<H>, LoadError> {
+        let compiled = self.compile_file(path).await?;
+        self.instantiate(&compiled).await
+    }
+
+    /// Reads and compiles a plugin file. A file larger than
+    /// [`RuntimeConfig::max_plugin_bytes`] is refused from its length, without reading it.
+    pub async fn compile_file(&self, path: &std::path::Path) -> Result<Compiled, LoadError> {
         let read_error = |source| LoadError::Read {
             path: path.display().to_string(),
             source,
         };
-        let limit = self.inner.config.max_plugin_bytes;
+        let limit = self.shared.config.max_plugin_bytes;
         let file = tokio::fs::File::open(path).await.map_err(read_error)?;
         let len = file.metadata().await.map_err(read_error)?.len();
         if len > limit as u64 {
@@ -157,42 +247,65 @@ impl<H: CallHost> Runtime<H> {
             });
         }
         // The file may grow after the check: read at most one byte past the limit, which
-        // `load` then refuses.
+        // `compile` then refuses.
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(limit));
         file.take(limit as u64 + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(read_error)?;
-        self.load(&bytes).await
+        self.compile(&bytes).await
     }
 
-    /// Compiles and checks a plugin: size, that it is a component, its imports against the
-    /// sandbox's allowlist, its exports against the contract, and a `describe` call under the
-    /// run limits. Compilation runs on a blocking thread.
+    /// Compiles and checks a plugin ([`Runtime::compile`], then [`Runtime::instantiate`]).
     pub async fn load(&self, bytes: &[u8]) -> Result<Plugin<H>, LoadError> {
-        let limit = self.inner.config.max_plugin_bytes;
+        let compiled = self.compile(bytes).await?;
+        self.instantiate(&compiled).await
+    }
+
+    /// Compiles a plugin, on a blocking thread (never a tokio worker): checks its size and
+    /// that it is a component, takes its sha256, loads it from the compiled cache or compiles
+    /// it (and fills the cache), measures what one instance takes from the pool and refuses it
+    /// when that could never fit ([`LoadError::TooHeavy`]).
+    pub async fn compile(&self, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let limit = self.shared.config.max_plugin_bytes;
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
                 len: bytes.len(),
                 limit,
             });
         }
-        let engine = self.inner.engine.clone();
+        let shared = self.shared.clone();
         let owned = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || compile(&engine, &owned))
+        let compiled = tokio::task::spawn_blocking(move || compile_blocking(&shared, &owned))
             .await
             .map_err(|e| LoadError::NotAComponent(format!("compiler thread failed: {e}")))??;
-        check_imports(&self.inner.engine, &component)?;
-        check_exports(&self.inner.engine, &component)?;
+        Ok(compiled)
+    }
+
+    /// Turns a compiled plugin into a runnable one for this runtime's call host: checks its
+    /// imports against the sandbox's allowlist and its exports against the contract, links
+    /// it, and calls `describe` under the default run limits. `compiled` must come from this
+    /// runtime or a sibling.
+    pub async fn instantiate(&self, compiled: &Compiled) -> Result<Plugin<H>, LoadError> {
+        let component = &compiled.inner.component;
+        if !Engine::same(component.engine(), &self.shared.engine) {
+            return Err(LoadError::Engine(
+                "the plugin was compiled by another runtime's engine; compile it with this runtime or a sibling".into(),
+            ));
+        }
+        check_imports(&self.shared.engine, component)?;
+        check_exports(&self.shared.engine, component)?;
         let pre = self
-            .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(VerbPluginPre::new)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let mut plugin = Plugin {
             runtime: self.clone(),
             pre,
+            compiled: compiled.clone(),
+            limits: Arc::new(self.shared.config.run.clone()),
+            runs: None,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -204,6 +317,38 @@ impl<H: CallHost> Runtime<H> {
     }
 }
 
+/// The compile half of [`Runtime::compile`], on the blocking thread.
+fn compile_blocking(shared: &Shared, bytes: &[u8]) -> Result<Compiled, LoadError> {
+    let sha256 = sha256_hex(bytes);
+    let (component, from_cache) = shared
+        .cache
+        .get_or_compile(&shared.engine, &sha256, || compile(&shared.engine, bytes))?;
+    let needs = PluginNeeds::measure(bytes, &component)?;
+    shared.pool.check_fits(&needs)?;
+    Ok(Compiled {
+        inner: Arc::new(CompiledInner {
+            component,
+            sha256,
+            len: bytes.len(),
+            from_cache,
+            needs,
+        }),
+    })
+}
+
+fn build_linker<H: CallHost>(engine: &Engine) -> Result<Linker<State<H>>, LoadError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .and_then(|()| {
+            VerbPlugin::add_to_linker::<_, wasmtime::component::HasSelf<State<H>>>(
+                &mut linker,
+                |state| state,
+            )
+        })
+        .map_err(|e| LoadError::Engine(format!("cannot link the host interfaces: {e:#}")))?;
+    Ok(linker)
+}
+
 fn base_config() -> Config {
     let mut wasm = Config::new();
     wasm.epoch_interruption(true);
@@ -213,16 +358,14 @@ fn base_config() -> Config {
 
 fn build_engine(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
     let mut wasm = base_config();
-    let runs = config.max_concurrent_runs.max(1);
+    let totals = Totals::of(config);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(runs)
-        // A Rust wasip2 component instantiates several core instances (main module plus
-        // adapter shims): size the core pools at four per component.
-        .total_core_instances(runs * 4)
-        .total_memories(runs * 2)
-        .total_tables(runs * 4)
-        .total_stacks(runs)
-        .max_memory_size(config.max_memory_bytes)
+    pool.total_component_instances(totals.components)
+        .total_core_instances(totals.core_instances)
+        .total_memories(totals.memories)
+        .total_tables(totals.tables)
+        .total_stacks(totals.components)
+        .max_memory_size(config.pool_memory_bytes)
         .linear_memory_keep_resident(config.memory_keep_resident)
         // Tables are small; zeroing them measured cheaper than faulting them back in.
         .table_keep_resident(64 << 10);
@@ -309,10 +452,17 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError
     })
 }
 
-/// A loaded plugin, ready to run. Cheap to clone; a clone shares the compiled code.
+/// A loaded plugin, ready to run: linked for one call host, described, and bound by its
+/// [`RunLimits`] (the runtime's defaults unless [`Plugin::with_limits`] gave it its own).
+/// Cheap to clone; a clone shares the compiled code, the limits and the count of runs
+/// that `max_concurrent_runs` bounds.
 pub struct Plugin<H: CallHost> {
     runtime: Runtime<H>,
     pre: VerbPluginPre<State<H>>,
+    compiled: Compiled,
+    limits: Arc<RunLimits>,
+    /// Permits for [`RunLimits::max_concurrent_runs`], when set.
+    runs: Option<Arc<Semaphore>>,
     info: PluginInfo,
 }
 
@@ -321,9 +471,18 @@ impl<H: CallHost> Clone for Plugin<H> {
         Plugin {
             runtime: self.runtime.clone(),
             pre: self.pre.clone(),
+            compiled: self.compiled.clone(),
+            limits: self.limits.clone(),
+            runs: self.runs.clone(),
             info: self.info.clone(),
         }
     }
+}
+
+/// A run's room: its permit under the plugin's `max_concurrent_runs` and in the pool.
+struct Admission {
+    _own: Option<tokio::sync::OwnedSemaphorePermit>,
+    _pool: crate::pool::PoolPermit,
 }
 
 /// How a run ended, with the host handed back (the mock host reads its recordings from it).
@@ -336,7 +495,7 @@ pub struct Run<H> {
     pub guest_output: String,
     /// Log bytes dropped because the run wrote more than its limit.
     pub log_dropped: usize,
-    /// The guest CPU time charged to the run against [`RuntimeConfig::cpu_budget`].
+    /// The guest CPU time charged to the run against [`RunLimits::cpu_ms`].
     pub cpu_time: Duration,
 }
 
@@ -359,12 +518,87 @@ impl<H: CallHost> Plugin<H> {
         &self.info
     }
 
-    /// Runs one verb on a call, to completion, in a fresh store.
+    /// The compiled code this plugin runs (its sha256, size, pool needs).
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The bounds of each run.
+    pub fn limits(&self) -> &RunLimits {
+        &self.limits
+    }
+
+    /// The same plugin under other run limits, checked against the engine (memory above the
+    /// pool's is refused). The new plugin has its own count of concurrent runs; the original
+    /// keeps its limits.
+    pub fn with_limits(&self, limits: RunLimits) -> Result<Plugin<H>, LimitsError> {
+        limits.check(&self.runtime.shared.config)?;
+        Ok(Plugin {
+            runtime: self.runtime.clone(),
+            pre: self.pre.clone(),
+            compiled: self.compiled.clone(),
+            runs: limits
+                .max_concurrent_runs
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
+            limits: Arc::new(limits),
+            info: self.info.clone(),
+        })
+    }
+
+    /// Waits for room for one run: under the plugin's own `max_concurrent_runs`, then in the
+    /// instance pool, at most [`RunLimits::slot_wait_ms`] in all. The permits live as long as
+    /// the run's store, which holds the pool's slots until it is dropped.
+    async fn admit(&self) -> Result<Admission, RunError> {
+        let wait = self.limits.slot_wait();
+        let started = std::time::Instant::now();
+        let own = match &self.runs {
+            Some(runs) => Some(
+                crate::pool::take(runs, 1, started, started + wait, || {
+                    format!(
+                        "one of this plugin's {} concurrent runs (max_concurrent_runs)",
+                        self.limits.max_concurrent_runs.unwrap_or_default()
+                    )
+                })
+                .await?,
+            ),
+            None => None,
+        };
+        let left = wait.saturating_sub(started.elapsed());
+        let pool = self
+            .runtime
+            .shared
+            .pool
+            .acquire(&self.compiled.inner.needs, left)
+            .await
+            .map_err(|err| match err {
+                RunError::Overloaded { waited_for, .. } => RunError::Overloaded {
+                    waited_for,
+                    waited: started.elapsed(),
+                },
+                other => other,
+            })?;
+        Ok(Admission {
+            _own: own,
+            _pool: pool,
+        })
+    }
+
+    /// Runs one verb on a call, to completion, in a fresh store. A run that finds no room
+    /// within `slot_wait_ms` ends with [`RunError::Overloaded`] without entering the plugin.
     pub async fn run(&self, host: H, verb: &str, call: &CallInfo) -> Run<H> {
-        let config = &self.runtime.inner.config;
-        // The instance holds pool slots until its store is dropped, so the permit lives as
-        // long as the store; a run beyond the pool's size waits here instead of failing.
-        let _slot = self.runtime.inner.slots.clone().acquire_owned().await;
+        let config = &*self.limits;
+        let _admission = match self.admit().await {
+            Ok(admission) => admission,
+            Err(err) => {
+                return Run {
+                    outcome: Err(err),
+                    host,
+                    guest_output: String::new(),
+                    log_dropped: 0,
+                    cpu_time: Duration::ZERO,
+                };
+            }
+        };
         let mut store = self.new_store(Some(host));
         let outcome = if verb.len() > config.max_verb_bytes {
             Err(RunError::VerbTooLarge {
@@ -372,7 +606,7 @@ impl<H: CallHost> Plugin<H> {
                 limit: config.max_verb_bytes,
             })
         } else {
-            let limit = config.wall_clock_limit;
+            let limit = config.wall_clock_limit();
             match tokio::time::timeout(limit, self.call_run(&mut store, verb, call)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(RunError::WallClock(limit)),
@@ -411,10 +645,17 @@ impl<H: CallHost> Plugin<H> {
 
     /// A fresh store with the run limits; `host` is `None` only for the load-time `describe`.
     fn new_store(&self, host: Option<H>) -> Store<State<H>> {
-        let inner = &self.runtime.inner;
-        let mut store = Store::new(&inner.engine, State::new(host, &inner.config));
+        let shared = &self.runtime.shared;
+        let most = shared.pool.per_plugin();
+        let counts = StoreCounts {
+            instances: most.core_instances,
+            memories: most.memories,
+            tables: most.tables,
+        };
+        let state = State::new(host, &self.limits, counts, shared.config.epoch_tick);
+        let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_hostcall_fuel(hostcall_fuel(&inner.config));
+        store.set_hostcall_fuel(hostcall_fuel(&self.limits));
         // Checked every tick while wasm runs: trap once the guest's own CPU time is spent,
         // otherwise yield to the executor so one busy guest never starves the others. The
         // yield reopens the meter's segment on the thread that resumes the guest.
@@ -451,7 +692,7 @@ impl<H: CallHost> Plugin<H> {
             .await
             .map_err(|err| trap(err, store))?;
         let completion = result.map_err(RunError::Verb)?;
-        let config = &self.runtime.inner.config;
+        let config = &*self.limits;
         let payload = match check_payload(&completion.payload, config.max_payload_bytes) {
             Ok(payload) => payload,
             Err(PayloadError::TooLarge(limit)) => {
@@ -497,7 +738,10 @@ impl<H: CallHost> Plugin<H> {
     }
 
     async fn describe(&self) -> Result<PluginInfo, LoadError> {
-        let _slot = self.runtime.inner.slots.clone().acquire_owned().await;
+        let _admission = self
+            .admit()
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
         let mut store = self.new_store(None);
         let instance = self
             .instantiate(&mut store)
@@ -523,7 +767,7 @@ impl<H: CallHost> Plugin<H> {
 
 /// The most bytes a guest may pass the host in one call: the largest payload or verb, plus
 /// room for the call's other arguments.
-fn hostcall_fuel(config: &RuntimeConfig) -> usize {
+fn hostcall_fuel(config: &RunLimits) -> usize {
     config.max_payload_bytes.max(config.max_verb_bytes) + (64 << 10)
 }
 
