@@ -14,7 +14,12 @@ use serde_json::Value;
 #[derive(Debug, Args)]
 pub(crate) struct PluginsArgs {
     /// The server's admin address (admin.listen).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", global = true)]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9090",
+        global = true
+    )]
     admin: SocketAddr,
     /// The admin API's bearer token (admin.token).
     #[arg(
@@ -76,16 +81,25 @@ pub(crate) async fn run(args: PluginsArgs) -> anyhow::Result<ExitCode> {
                 None => match file.file_stem().and_then(|s| s.to_str()) {
                     Some(stem) => stem.to_owned(),
                     None => {
-                        eprintln!("verbhost: give --name: {} has no usable file stem", file.display());
+                        eprintln!(
+                            "verbhost: give --name: {} has no usable file stem",
+                            file.display()
+                        );
                         return Ok(ExitCode::from(exit::BAD_INPUT));
                     }
                 },
             };
-            (Method::PUT, format!("/plugins/{}", segment(&name)), Some(bytes))
+            (
+                Method::PUT,
+                format!("/plugins/{}", segment(&name)),
+                Some(bytes),
+            )
         }
-        PluginsCommand::Rollback { verb } => {
-            (Method::POST, format!("/plugins/{}/rollback", segment(verb)), None)
-        }
+        PluginsCommand::Rollback { verb } => (
+            Method::POST,
+            format!("/plugins/{}/rollback", segment(verb)),
+            None,
+        ),
     };
     let url = format!("http://{}{path}", args.admin);
     let client = reqwest::Client::builder()
@@ -115,11 +129,15 @@ pub(crate) async fn run(args: PluginsArgs) -> anyhow::Result<ExitCode> {
     }
     let code = match status {
         StatusCode::UNAUTHORIZED => {
-            eprintln!("verbhost: the admin API refused the token (give --token or VERBHOST_ADMIN_TOKEN)");
+            eprintln!(
+                "verbhost: the admin API refused the token (give --token or VERBHOST_ADMIN_TOKEN)"
+            );
             exit::BAD_INPUT
         }
         StatusCode::PAYLOAD_TOO_LARGE => {
-            eprintln!("verbhost: the file is larger than the server accepts (limits.max_plugin_bytes)");
+            eprintln!(
+                "verbhost: the file is larger than the server accepts (limits.max_plugin_bytes)"
+            );
             exit::BAD_INPUT
         }
         status if status.is_success() => {
@@ -170,11 +188,13 @@ fn short(sha: &str) -> &str {
 fn render(command: &PluginsCommand, answer: &Value) -> String {
     match command {
         PluginsCommand::List => {
-            let mut rows = vec![[
-                "VERB", "PLUGIN", "VERSION", "SHA256", "SOURCE", "LOADED", "CALLS", "TRAPS",
-                "PREVIOUS",
-            ]
-            .map(str::to_owned)];
+            let mut rows = vec![
+                [
+                    "VERB", "PLUGIN", "VERSION", "SHA256", "SOURCE", "LOADED", "CALLS", "TRAPS",
+                    "PREVIOUS",
+                ]
+                .map(str::to_owned),
+            ];
             for p in answer["plugins"].as_array().into_iter().flatten() {
                 let previous = match &p["previous"] {
                     Value::Null => "-".to_owned(),
@@ -211,7 +231,11 @@ fn render(command: &PluginsCommand, answer: &Value) -> String {
             "ok: {} is now {} {} (sha256 {}), {} in {} ms, {} scenario(s) passed{}\n",
             answer["verbs"]
                 .as_array()
-                .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .map(|v| v
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
                 .unwrap_or_default(),
             text(answer, "plugin"),
             text(answer, "version"),
@@ -221,7 +245,8 @@ fn render(command: &PluginsCommand, answer: &Value) -> String {
             text(answer, "scenarios"),
             match &answer["saved"] {
                 Value::String(path) => format!("; saved as {path}"),
-                _ => "; not saved (the server has no plugin directory): a restart forgets it".into(),
+                _ =>
+                    "; not saved (the server has no plugin directory): a restart forgets it".into(),
             }
         ),
         PluginsCommand::Rollback { .. } if answer["result"] == "ok" => format!(

@@ -79,7 +79,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 /// `Authorization: Bearer TOKEN` matches `admin.token`, when one is set. The comparison
 /// takes the same time wherever the tokens differ.
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = shared.config.admin.token.as_deref() else {
         return Ok(());
     };
@@ -88,22 +88,31 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.as_bytes()));
-    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(token.as_bytes()),
+    );
+    if a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+    {
         return Ok(());
     }
     tracing::warn!("admin API: a request without the right bearer token was refused");
-    Err((
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(json!({"error": "this needs Authorization: Bearer <admin.token>"})),
-    )
-        .into_response())
+    Err(Box::new(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({"error": "this needs Authorization: Bearer <admin.token>"})),
+        )
+            .into_response(),
+    ))
 }
 
 async fn list(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+        return *refused;
     }
     axum::Json(json!({ "plugins": shared.plugins.list() })).into_response()
 }
@@ -115,7 +124,7 @@ async fn upload(
     body: Bytes,
 ) -> Response {
     if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+        return *refused;
     }
     let verdict = shared.plugins.upload(&name, body.to_vec()).await;
     let status = if verdict.is_ok() {
@@ -132,7 +141,7 @@ async fn rollback(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = authorized(&shared, &headers) {
-        return refused;
+        return *refused;
     }
     match shared.plugins.rollback(&name) {
         Ok(done) => axum::Json(done).into_response(),

@@ -376,10 +376,11 @@ impl Config {
         }
         self.app.base_url()?;
         self.limits.check()?;
-        if let Some(addr) = self.admin.listen {
-            if !addr.ip().is_loopback() && self.admin.token.as_deref().is_none_or(str::is_empty) {
-                return Err(ConfigError::AdminWithoutToken(addr));
-            }
+        if let Some(addr) = self.admin.listen
+            && !addr.ip().is_loopback()
+            && self.admin.token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::AdminWithoutToken(addr));
         }
         check_sip_uri(&self.sip.from).map_err(|why| ConfigError::From {
             value: self.sip.from.clone(),

@@ -119,8 +119,9 @@ impl Serialize for LimitsConfig {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        let mut map = serializer.serialize_map(Some(run.len() + 1))?;
-        for (key, value) in &run {
+        let mut map = serializer.serialize_map(None)?;
+        // An unset optional bound is left out (TOML has no null).
+        for (key, value) in run.iter().filter(|(_, value)| !value.is_null()) {
             map.serialize_entry(key, value)?;
         }
         map.serialize_entry("verbs", &self.verbs)?;

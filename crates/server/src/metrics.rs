@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use prometheus_client::metrics::MetricType;
 use verbhost_runtime::Allocator;
 use verbhost_sip::endpoint::Stats;
 
@@ -175,14 +175,13 @@ impl Collector for PluginCollector {
             MetricType::Info,
         )?;
         for version in plugins.list() {
-            Info::new(vec![
+            family.encode_info(&vec![
                 ("verb", version.verb),
                 ("plugin", version.plugin),
                 ("version", version.version),
                 ("sha256", version.sha256),
                 ("source", version.origin),
-            ])
-            .encode(family.encode_family(&())?)?;
+            ])?;
         }
         let cache = plugins.runtime().cache_stats();
         if cache.enabled {

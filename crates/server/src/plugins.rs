@@ -140,7 +140,9 @@ impl Plugins {
             watch: Mutex::new(None),
         });
         match plugins
-            .deploy(verbhost_guests::SIP_REFER_WASM, builtin(), |_| Ok((builtin(), None)))
+            .deploy(verbhost_guests::SIP_REFER_WASM, builtin(), |_| {
+                Ok((builtin(), None))
+            })
             .await
         {
             Verdict::Rejected(rejected) => {
@@ -162,10 +164,12 @@ impl Plugins {
             plugins.deploy_file(&file).await;
         }
         if plugins.config.watch {
-            plugins.watch_dir(&dir).map_err(|source| ServerError::PluginDir {
-                dir: dir.clone(),
-                source: std::io::Error::other(source),
-            })?;
+            plugins
+                .watch_dir(&dir)
+                .map_err(|source| ServerError::PluginDir {
+                    dir: dir.clone(),
+                    source: std::io::Error::other(source),
+                })?;
         }
         Ok(plugins)
     }
@@ -480,7 +484,10 @@ impl Plugins {
     /// Runs the version's own scenarios in the mock host; the first failure is the cause.
     async fn run_scenarios(&self, compiled: &Compiled, dir: &Path) -> Result<usize, String> {
         let files = scenario_files(dir).map_err(|err| {
-            format!("cannot read the scenario directory {}: {err}", dir.display())
+            format!(
+                "cannot read the scenario directory {}: {err}",
+                dir.display()
+            )
         })?;
         if files.len() > MAX_SCENARIOS {
             return Err(format!(

@@ -96,13 +96,9 @@ impl ServerBuilder {
                 tracing::info!(admin = %local, "serving /metrics and /health");
                 // The admin API outlives the drain, so /health reports it to a load balancer.
                 let mut done = stop.subscribe();
-                tokio::spawn(crate::admin::serve(
-                    listener,
-                    shared.clone(),
-                    async move {
-                        let _ = done.wait_for(|&done| done).await;
-                    },
-                ));
+                tokio::spawn(crate::admin::serve(listener, shared.clone(), async move {
+                    let _ = done.wait_for(|&done| done).await;
+                }));
                 Some(local)
             }
             None => None,

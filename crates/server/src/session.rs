@@ -818,10 +818,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_calls_event_queue_holds_at_most_max_queued_events() {
-        let metrics = Arc::new(Metrics::new(
-            ["sip:refer".to_owned()],
-            &verbhost_runtime::Allocator::Pooling { slots: 128 },
-        ));
+        let metrics = Arc::new(Metrics::new(&verbhost_runtime::Allocator::Pooling {
+            slots: 128,
+        }));
         let (sender, mut queue) = mpsc::unbounded_channel();
         let events = EventQueue {
             sender,

@@ -133,19 +133,9 @@ fn classify(
                 changes.push(Change::Ready(path.clone()));
             }
         }
-        // A rename inside the directory: the old name is gone, the new one is complete.
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-            if let [from, to] = event.paths.as_slice() {
-                if is_plugin_file(from) {
-                    pending.remove(from);
-                    changes.push(Change::Removed(from.clone()));
-                }
-                if is_plugin_file(to) {
-                    pending.remove(to);
-                    changes.push(Change::Ready(to.clone()));
-                }
-            }
-        }
+        // inotify reports a rename inside the directory three times: from, to, and both
+        // paths together. The first two are handled on their own.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {}
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
             for path in event.paths.iter().filter(wasm) {
                 pending.remove(path);
@@ -187,7 +177,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("verbhost-watch-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("verbhost-watch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
