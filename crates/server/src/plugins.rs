@@ -268,6 +268,8 @@ impl Plugins {
             }
         };
         let sha256 = hex_sha256(&bytes);
+        // Checked under the lock: two events for one write must not install it twice.
+        let _one_at_a_time = self.deploying.lock().await;
         if self.seen_sha(path).as_deref() == Some(sha256.as_str()) {
             return Verdict::Unchanged { sha256 };
         }
@@ -275,7 +277,11 @@ impl Plugins {
         let verdict = self
             .deploy(&bytes, origin.clone(), |_| Ok((origin, scenario_dir(path))))
             .await;
-        if let Ok(mut seen) = self.seen.lock() {
+        // Only a version in service is remembered: a rejected file is checked again when it
+        // is written again (its scenarios may have been fixed meanwhile).
+        if matches!(verdict, Verdict::Ok(_))
+            && let Ok(mut seen) = self.seen.lock()
+        {
             seen.insert(path.to_owned(), sha256);
         }
         verdict
@@ -306,6 +312,7 @@ impl Plugins {
             Origin::Builtin(_) | Origin::Upload => None,
         });
         let mut saved_as = None;
+        let _one_at_a_time = self.deploying.lock().await;
         let verdict = self
             .deploy(&bytes, Origin::Upload, |info| {
                 if info.name != name && !info.verbs.iter().any(|v| v == name) {
@@ -358,7 +365,7 @@ impl Plugins {
         })
     }
 
-    /// The whole pipeline for one version: the checks, then `place` (given what the
+    /// The whole pipeline for one version (the caller holds `deploying`): the checks, then `place` (given what the
     /// plugin says it is) picks the origin it replaces and its scenario directory, then the
     /// scenarios, then the swap. `origin` names the source in a rejection that comes first.
     async fn deploy(
@@ -367,7 +374,6 @@ impl Plugins {
         origin: Origin,
         place: impl FnOnce(&PluginInfo) -> Result<(Origin, Option<PathBuf>), (&'static str, String)>,
     ) -> Verdict {
-        let _one_at_a_time = self.deploying.lock().await;
         let started = Instant::now();
         let checked = match self.check(bytes).await {
             Ok((plugin, compiled)) => match place(plugin.info()) {

@@ -10,12 +10,18 @@
 //! - `final_referred_call_status` and `final_referred_call_reason`: the final sipfrag status,
 //!   when one arrived;
 //! - `completion_reason`: why the verb ended (see [`Ending`]);
-//! - `verb_id`: the verb's `id`, when given.
+//! - `verb_id`: the verb's `id`, when given;
+//! - `plugin_build`: only in builds tagged for deployment tests (see [`BUILD_TAG`]).
 
 use serde_json::{Map, Value, json};
 use verbhost_sdk::refer::SipRefer;
 use verbhost_sdk::sip::{self, HeaderList, ReferError, ReferEvent, SubscriptionStatus};
 use verbhost_sdk::{CallInfo, Completion, Plugin, PluginInfo, VerbError, export_plugin, host};
+
+/// A tag that builds made for deployment tests set (`VERBHOST_SIP_REFER_BUILD=a cargo build
+/// ...`): it appears as `plugin_build` in every payload, so a test can tell which build served
+/// a call. Unset in a normal build, which adds no field.
+const BUILD_TAG: Option<&str> = option_env!("VERBHOST_SIP_REFER_BUILD");
 
 struct SipReferPlugin;
 
@@ -23,7 +29,10 @@ impl Plugin for SipReferPlugin {
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "sip-refer".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: match BUILD_TAG {
+                Some(build) => format!("{}+{build}", env!("CARGO_PKG_VERSION")),
+                None => env!("CARGO_PKG_VERSION").into(),
+            },
             verbs: vec![verbhost_sdk::refer::VERB.into()],
         }
     }
@@ -153,6 +162,9 @@ impl Outcome {
         if let Some(id) = &verb.id {
             payload.insert("verb_id".into(), id.as_str().into());
         }
+        if let Some(build) = BUILD_TAG {
+            payload.insert("plugin_build".into(), build.into());
+        }
         Completion {
             event: event.into(),
             payload: Value::Object(payload).to_string(),
@@ -271,6 +283,9 @@ fn transfer(verb: &SipRefer, request: &sip::ReferRequest) -> Result<Outcome, Ver
                     });
                     if let Some(id) = &verb.id {
                         payload["verb_id"] = id.as_str().into();
+                    }
+                    if let Some(build) = BUILD_TAG {
+                        payload["plugin_build"] = build.into();
                     }
                     if let Err(err) = host::emit_event(hook, &payload) {
                         host::warn(&format!("eventHook not posted: {}", err.message()));
