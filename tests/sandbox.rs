@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
     Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
-    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, RunLimits, Runtime, RuntimeConfig,
-    TrapKind, Webhook,
+    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, RunLimits, Runtime,
+    RuntimeConfig, TrapKind, Webhook,
 };
 
 fn quiet_call() -> MockCall {

@@ -39,7 +39,9 @@ fn compile(c: &mut Criterion) {
         ..RuntimeConfig::default()
     })
     .expect("runtime");
-    executor.block_on(warm.compile(wasm)).expect("fills the cache");
+    executor
+        .block_on(warm.compile(wasm))
+        .expect("fills the cache");
     group.bench_function("cache hit", |b| {
         b.iter(|| {
             let compiled = executor.block_on(warm.compile(wasm)).expect("loads");

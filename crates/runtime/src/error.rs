@@ -57,9 +57,7 @@ pub enum LoadError {
     Describe(String),
     /// One instance of the plugin needs more of the instance pool than one plugin may have,
     /// so none of its runs could ever be instantiated.
-    #[error(
-        "plugin needs {needs} {resource} per instance, more than the limit of {limit} ({key})"
-    )]
+    #[error("plugin needs {needs} {resource} per instance, more than the limit of {limit} ({key})")]
     TooHeavy {
         /// What it needs: "core instances", "memories" or "tables".
         resource: &'static str,

@@ -59,7 +59,6 @@ pub use plugin::{Allocator, Compiled, Outcome, Plugin, Run, Runtime};
 pub use pool::PluginNeeds;
 pub use registry::{Origin, Registry, RollbackError, Swap, Version, VersionInfo, VersionRef};
 
-
 pub use bindings::exports::verbhost::plugin::verb::{PluginInfo, VerbError};
 pub use bindings::verbhost::plugin::sip::{
     Notify, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, SipfragStatus,

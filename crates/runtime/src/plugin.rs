@@ -17,10 +17,10 @@ use crate::cache::{Cache, CacheStats, sha256_hex};
 use crate::config::{LimitsError, RunLimits, RuntimeConfig};
 use crate::error::{LoadError, RunError, TrapKind};
 use crate::host::{
-    BoundExceeded, CallHost, PayloadError, State, StoreCounts, check_hook, check_payload,
-    classify, is_hostcall_fuel_exhausted,
+    BoundExceeded, CallHost, PayloadError, State, StoreCounts, check_hook, check_payload, classify,
+    is_hostcall_fuel_exhausted,
 };
-use crate::pool::{Pool, PluginNeeds, Totals};
+use crate::pool::{PluginNeeds, Pool, Totals};
 use crate::{CallInfo, PluginInfo, Webhook};
 
 /// Imports a plugin may have, by interface prefix, with the reason for anything else.

@@ -183,12 +183,18 @@ impl Pool {
             )
         })
         .await?;
-        let core_instances = take(&self.core_instances, needs.core_instances, started, deadline, || {
-            format!(
-                "{} core instances of the instance pool's {}",
-                needs.core_instances, self.totals.core_instances
-            )
-        })
+        let core_instances = take(
+            &self.core_instances,
+            needs.core_instances,
+            started,
+            deadline,
+            || {
+                format!(
+                    "{} core instances of the instance pool's {}",
+                    needs.core_instances, self.totals.core_instances
+                )
+            },
+        )
         .await?;
         let memories = take(&self.memories, needs.memories, started, deadline, || {
             format!(

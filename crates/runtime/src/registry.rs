@@ -373,16 +373,19 @@ impl<H: CallHost> Registry<H> {
     fn publish(&self, slots: &BTreeMap<String, Vec<Slot<H>>>, swaps: &[Swap]) {
         let active: Active<H> = slots
             .iter()
-            .filter_map(|(verb, providers)| {
-                Some((verb.clone(), providers.last()?.current.clone()))
-            })
+            .filter_map(|(verb, providers)| Some((verb.clone(), providers.last()?.current.clone())))
             .collect();
         self.active.store(Arc::new(active));
         for swap in swaps {
             let show = |v: &Option<VersionRef>| {
                 v.as_ref().map_or_else(
                     || "none".to_owned(),
-                    |v| format!("{} {} ({}, sha256 {})", v.plugin, v.version, v.origin, v.sha256),
+                    |v| {
+                        format!(
+                            "{} {} ({}, sha256 {})",
+                            v.plugin, v.version, v.origin, v.sha256
+                        )
+                    },
                 )
             };
             tracing::info!(verb = %swap.verb, from = %show(&swap.from), to = %show(&swap.to), "verb swapped");

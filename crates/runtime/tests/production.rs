@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 use verbhost_runtime::{
     CallHost, CallInfo, Direction, Identity, Level, LimitsError, LoadError, NotifyError, Origin,
-    Plugin, ReferError, ReferEvent, ReferRequest, ReferResponse, Registry, RollbackError,
-    RunError, RunLimits, Runtime, RuntimeConfig, TrapKind, Webhook,
+    Plugin, ReferError, ReferEvent, ReferRequest, ReferResponse, Registry, RollbackError, RunError,
+    RunLimits, Runtime, RuntimeConfig, TrapKind, Webhook,
 };
 
 const TRANSFER: &str = r#"{"verb":"sip:refer","referTo":"sip:carol@127.0.0.1"}"#;
@@ -154,15 +154,20 @@ async fn a_plugin_compiled_once_runs_in_the_server_and_in_a_sibling_mock_host() 
         .compile(verbhost_guests::SIP_REFER_WASM)
         .await
         .expect("compiles");
-    assert_eq!(compiled.sha256(), sha256_hex(verbhost_guests::SIP_REFER_WASM));
+    assert_eq!(
+        compiled.sha256(),
+        sha256_hex(verbhost_guests::SIP_REFER_WASM)
+    );
     assert_eq!(compiled.len(), verbhost_guests::SIP_REFER_WASM.len());
     assert!(!compiled.from_cache());
     let needs = compiled.needs();
     println!("sip:refer needs {needs:?}");
-    assert!(needs.core_instances >= 1 && needs.memories >= 1, "{needs:?}");
+    assert!(
+        needs.core_instances >= 1 && needs.memories >= 1,
+        "{needs:?}"
+    );
 
-    let mock =
-        verbhost_mock::MockHost::from_runtime(server.sibling().expect("a sibling runtime"));
+    let mock = verbhost_mock::MockHost::from_runtime(server.sibling().expect("a sibling runtime"));
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/scenarios/sip-refer/accepted-100-180-200.json");
     let in_mock = mock.instantiate(&compiled).await.expect("instantiates");
@@ -177,8 +182,16 @@ async fn a_plugin_compiled_once_runs_in_the_server_and_in_a_sibling_mock_host() 
         "TRANSFER_REFER_SUCCESS"
     );
     let stats = server.cache_stats();
-    assert_eq!((stats.hits, stats.misses), (0, 1), "compiled once: {stats:?}");
-    assert_eq!(mock.runtime().cache_stats(), stats, "the sibling shares the cache");
+    assert_eq!(
+        (stats.hits, stats.misses),
+        (0, 1),
+        "compiled once: {stats:?}"
+    );
+    assert_eq!(
+        mock.runtime().cache_stats(),
+        stats,
+        "the sibling shares the cache"
+    );
 
     // Code compiled by another engine is refused, not instantiated.
     let other = runtime(RuntimeConfig::default());
@@ -208,7 +221,10 @@ async fn a_second_runtime_loads_the_compiled_plugin_from_the_cache() {
         .filter_map(Result::ok)
         .filter(|e| e.path() != entry)
         .collect();
-    assert!(leftovers.is_empty(), "only the entry is left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "only the entry is left: {leftovers:?}"
+    );
 
     let warm = runtime(cached(&dir));
     assert_eq!(warm.engine_hash(), cold.engine_hash());
@@ -237,7 +253,11 @@ async fn a_damaged_cache_entry_is_a_miss_and_is_rebuilt() {
         .compile(verbhost_guests::SIP_REFER_WASM)
         .await
         .expect("compiles");
-    let entry = dir.join(format!("{}-{}.cwasm", compiled.sha256(), first.engine_hash()));
+    let entry = dir.join(format!(
+        "{}-{}.cwasm",
+        compiled.sha256(),
+        first.engine_hash()
+    ));
     let good = std::fs::read(&entry).expect("entry");
     let damaged: [(&str, Vec<u8>); 3] = [
         ("garbage", b"this is not a compiled component".repeat(100)),
@@ -253,7 +273,11 @@ async fn a_damaged_cache_entry_is_a_miss_and_is_rebuilt() {
             .unwrap_or_else(|e| panic!("{what}: a damaged entry is not an error: {e}"));
         assert!(!rebuilt.from_cache(), "{what}");
         let stats = fresh.cache_stats();
-        assert_eq!((stats.hits, stats.misses, stats.errors), (0, 1, 1), "{what}");
+        assert_eq!(
+            (stats.hits, stats.misses, stats.errors),
+            (0, 1, 1),
+            "{what}"
+        );
         let plugin = fresh.instantiate(&rebuilt).await.expect("instantiates");
         assert_eq!(
             transfer(&plugin, GateCall::open()).await.expect("runs"),
@@ -520,7 +544,10 @@ async fn a_plugin_s_own_limits_apply_to_its_runs_only() {
     }) {
         Err(err @ LimitsError::MemoryAbovePool { .. }) => {
             let text = err.to_string();
-            assert!(text.contains(&format!("{}", rt.config().pool_memory_bytes)), "{text}");
+            assert!(
+                text.contains(&format!("{}", rt.config().pool_memory_bytes)),
+                "{text}"
+            );
         }
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("memory above the pool's was accepted"),
@@ -663,8 +690,14 @@ async fn a_retired_file_gives_its_verbs_back_to_what_they_overrode() {
         swaps[0].to.as_ref().map(|v| v.origin.as_str()),
         Some("builtin:sip-refer")
     );
-    assert_eq!(registry.get("sip:refer").expect("served").origin(), &builtin);
-    assert!(registry.retire(&file).is_empty(), "retiring twice changes nothing");
+    assert_eq!(
+        registry.get("sip:refer").expect("served").origin(),
+        &builtin
+    );
+    assert!(
+        registry.retire(&file).is_empty(),
+        "retiring twice changes nothing"
+    );
 
     let swaps = registry.retire(&builtin);
     assert_eq!(swaps.len(), 1);
@@ -692,9 +725,15 @@ async fn rollback_swaps_back_and_a_second_rollback_undoes_the_first() {
 
     let swap = registry.rollback("sip:refer").expect("rolls back");
     assert_eq!(swap.verb, "sip:refer");
-    assert!(Arc::ptr_eq(&registry.get("sip:refer").expect("served"), &v1));
+    assert!(Arc::ptr_eq(
+        &registry.get("sip:refer").expect("served"),
+        &v1
+    ));
     registry.rollback("sip:refer").expect("rolls forward");
-    assert!(Arc::ptr_eq(&registry.get("sip:refer").expect("served"), &v2));
+    assert!(Arc::ptr_eq(
+        &registry.get("sip:refer").expect("served"),
+        &v2
+    ));
 
     // Calls and traps are counted per version and listed, as JSON for an admin API.
     v2.run(GateCall::open(), TRANSFER, &call_info()).await;
