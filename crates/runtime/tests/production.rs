@@ -446,6 +446,51 @@ async fn a_pool_sized_for_one_run_serialises_runs_instead_of_failing() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_pool_holds_max_concurrent_runs_sip_refer_runs_at_once() {
+    let rt = runtime(RuntimeConfig::default());
+    let plugin = sip_refer(&rt).await;
+    let runs = rt.config().max_concurrent_runs as usize;
+    let gate = Arc::new(Notify::new());
+    let (referred, mut sent) = mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..runs)
+        .map(|_| {
+            let plugin = plugin.clone();
+            let call = GateCall::gated(&gate, &referred);
+            tokio::spawn(async move { transfer(&plugin, call).await })
+        })
+        .collect();
+    // Every run sent its REFER, so every one is instantiated at the same time.
+    for _ in 0..runs {
+        tokio::time::timeout(GUARD, sent.recv())
+            .await
+            .expect("all runs are in at once")
+            .expect("sent");
+    }
+    // `notify_waiters` wakes only runs already waiting for their NOTIFY: repeat it until
+    // every run is done.
+    let opener = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            loop {
+                gate.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for task in tasks {
+        assert_eq!(
+            tokio::time::timeout(GUARD, task)
+                .await
+                .expect("ends")
+                .expect("task ran")
+                .expect("completes"),
+            "TRANSFER_REFER_SUCCESS"
+        );
+    }
+    opener.abort();
+}
+
 #[tokio::test]
 async fn a_plugin_that_needs_more_than_one_plugin_may_have_is_refused_at_load() {
     let rt = runtime(RuntimeConfig {
