@@ -406,6 +406,7 @@ async fn a_run_waits_for_core_instances_and_ends_overloaded_after_slot_wait() {
         }
         other => panic!("expected overloaded, got {other:?}"),
     }
+    assert_eq!(rt.overloaded_runs(), 1, "the refusal is counted");
 
     gate.notify_one();
     for run in [first, second] {
@@ -631,6 +632,7 @@ async fn a_plugin_s_max_concurrent_runs_makes_its_runs_wait() {
         }
         other => panic!("expected overloaded, got {other:?}"),
     }
+    assert_eq!(rt.overloaded_runs(), 1, "the refusal is counted");
     // The pool has room: the same plugin without its own bound runs at once.
     let unbounded = sip_refer(&rt).await;
     assert_eq!(
@@ -652,8 +654,10 @@ async fn a_plugin_s_max_concurrent_runs_makes_its_runs_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_leaves_a_running_verb_on_its_version_and_frees_it_when_the_run_ends() {
+    fn shared_across_tasks<T: Send + Sync>(_: &T) {}
     let rt = runtime(RuntimeConfig::default());
     let registry = Registry::<GateCall>::new();
+    shared_across_tasks(&registry);
     registry.install(sip_refer(&rt).await, Origin::Upload);
     let old = registry.get("sip:refer").expect("installed");
     let old_weak: Weak<_> = Arc::downgrade(&old);
