@@ -2,20 +2,39 @@
 //!
 //! A plugin is a WebAssembly component targeting the `verb-plugin` world of
 //! `wit/plugin.wit` (`verbhost:plugin@0.1.0`). The runtime follows wasmtime's fast path: one
-//! [`Runtime`] per process holds the `Engine` and a `Linker` built once; [`Runtime::load`]
-//! checks and pre-instantiates a plugin into a [`Plugin`]; every [`Plugin::run`] gets a fresh
-//! `Store`, so a trap in one verb can never affect another. Instances come from wasmtime's
-//! pooling allocator; where its address space cannot be reserved the runtime allocates on
-//! demand instead, logs that at warn and reports it in [`Runtime::allocator`].
+//! [`Runtime`] per process holds the `Engine` and a `Linker` built once; every
+//! [`Plugin::run`] gets a fresh `Store`, so a trap in one verb can never affect another.
+//!
+//! Loading has two halves, so one compilation can serve several hosts:
+//!
+//! - [`Runtime::compile`] checks the size, compiles on a blocking thread (or maps the code
+//!   back from the compiled cache, [`RuntimeConfig::cache_dir`]), takes the sha256 and
+//!   measures what one instance takes from the instance pool, into a [`Compiled`].
+//! - [`Runtime::instantiate`] checks the imports and exports, links and calls `describe()`,
+//!   into a [`Plugin`]. [`Runtime::sibling`] gives a runtime for another [`CallHost`] on the
+//!   same engine, pool and cache (the mock host, say, to run a new version's scenarios on the
+//!   very code the server will serve). [`Runtime::load`] does both halves.
+//!
+//! Instances come from wasmtime's pooling allocator; where its address space cannot be
+//! reserved the runtime allocates on demand instead, logs that at warn and reports it in
+//! [`Runtime::allocator`]. Each run first takes room in the pool (a run slot, and the core
+//! instances, memories and tables its plugin needs, [`PluginNeeds`]), so a heavy plugin's
+//! runs wait for capacity instead of failing, and a run that waits longer than
+//! [`RunLimits::slot_wait_ms`] ends [`RunError::Overloaded`]. A plugin that could never fit
+//! is refused at load ([`LoadError::TooHeavy`]).
 //!
 //! The embedder supplies the call: a [`CallHost`] implementation that sends REFERs and
 //! delivers NOTIFYs (the SIP stack in production, scripted answers in the mock host).
 //!
-//! Each run is bounded: guest CPU time (epoch interruption; only CPU time the guest's thread
-//! ran is charged, so time parked in host calls, queued, paused or preempted is not), linear
-//! memory, host calls, bytes passed in and out, log volume and events. A
-//! guest that exceeds a bound traps and the run ends with a [`RunError`] that names the bound;
-//! the host and every other call carry on.
+//! Each run is bounded by its plugin's [`RunLimits`] (the config's `run` unless
+//! [`Plugin::with_limits`] gave it its own): guest CPU time (epoch interruption; only CPU
+//! time the guest's thread ran is charged, so time parked in host calls, queued, paused or
+//! preempted is not), linear memory, host calls, REFERs, bytes passed in and out, log volume,
+//! events and concurrent runs. A guest that exceeds a bound traps and the run ends with a
+//! [`RunError`] that names the bound; the host and every other call carry on.
+//!
+//! [`Registry`] maps verb names to the [`Version`] serving them and swaps versions
+//! atomically while calls run, with one level of rollback (see the [`registry`] module).
 //!
 //! WASI is linked with nothing granted: no files, environment, sockets or clocks. stdout and
 //! stderr go to a small in-memory buffer that is reported with traps. Plugins may import only

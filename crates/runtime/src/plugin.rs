@@ -216,6 +216,13 @@ impl<H: CallHost> Runtime<H> {
         self.shared.cache.stats()
     }
 
+    /// Runs (and load-time `describe` calls) of every plugin of this runtime and its
+    /// siblings that ended [`RunError::Overloaded`]: waited `slot_wait_ms` for room and were
+    /// not started. For a metric.
+    pub fn overloaded_runs(&self) -> u64 {
+        self.shared.pool.overloaded()
+    }
+
     /// The engine's part of cache entry names: a hex digest of wasmtime's
     /// `precompile_compatibility_hash`, the same in every process of the same build and
     /// config.
@@ -549,6 +556,14 @@ impl<H: CallHost> Plugin<H> {
     /// instance pool, at most [`RunLimits::slot_wait_ms`] in all. The permits live as long as
     /// the run's store, which holds the pool's slots until it is dropped.
     async fn admit(&self) -> Result<Admission, RunError> {
+        let admitted = self.try_admit().await;
+        if admitted.is_err() {
+            self.runtime.shared.pool.count_overloaded();
+        }
+        admitted
+    }
+
+    async fn try_admit(&self) -> Result<Admission, RunError> {
         let wait = self.limits.slot_wait();
         let started = std::time::Instant::now();
         let own = match &self.runs {

@@ -7,6 +7,7 @@
 //! permits for all four before it instantiates and holds them until its store is dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -69,6 +70,8 @@ pub(crate) struct Pool {
     /// What one plugin may need at most: the config's per-plugin maximums, capped by the
     /// totals.
     per_plugin: PluginNeeds,
+    /// Runs refused as overloaded (see [`Pool::count_overloaded`]).
+    overloaded: AtomicU64,
 }
 
 /// The pool's totals.
@@ -108,6 +111,7 @@ impl Pool {
             memories: permits(totals.memories),
             tables: permits(totals.tables),
             totals,
+            overloaded: AtomicU64::new(0),
             per_plugin: PluginNeeds {
                 core_instances: config
                     .max_core_instances_per_plugin
@@ -116,6 +120,16 @@ impl Pool {
                 tables: config.max_tables_per_plugin.min(totals.tables),
             },
         }
+    }
+
+    /// Counts a run (or a load's `describe`) that ended overloaded.
+    pub(crate) fn count_overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs (and load-time `describe` calls) that ended overloaded so far.
+    pub(crate) fn overloaded(&self) -> u64 {
+        self.overloaded.load(Ordering::Relaxed)
     }
 
     /// The most one plugin instance may take; also each store's instance, memory and table

@@ -345,16 +345,6 @@ fn the_engine_hash_is_the_same_in_another_process() {
     let ours = runtime(RuntimeConfig::default());
     assert_eq!(theirs, ours.engine_hash());
     assert_eq!(ours.engine_hash().len(), 32);
-    // Another engine config is another hash: its entries are never tried.
-    let other = runtime(RuntimeConfig {
-        pool_memory_bytes: 32 << 20,
-        run: RunLimits {
-            max_memory_bytes: 16 << 20,
-            ..RunLimits::default()
-        },
-        ..RuntimeConfig::default()
-    });
-    assert_ne!(other.engine_hash(), ours.engine_hash());
 }
 
 // ---- 3. The pool fits any plugin ----
@@ -416,6 +406,7 @@ async fn a_run_waits_for_core_instances_and_ends_overloaded_after_slot_wait() {
         }
         other => panic!("expected overloaded, got {other:?}"),
     }
+    assert_eq!(rt.overloaded_runs(), 1, "the refusal is counted");
 
     gate.notify_one();
     for run in [first, second] {
@@ -454,6 +445,51 @@ async fn a_pool_sized_for_one_run_serialises_runs_instead_of_failing() {
             "TRANSFER_REFER_SUCCESS"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_pool_holds_max_concurrent_runs_sip_refer_runs_at_once() {
+    let rt = runtime(RuntimeConfig::default());
+    let plugin = sip_refer(&rt).await;
+    let runs = rt.config().max_concurrent_runs as usize;
+    let gate = Arc::new(Notify::new());
+    let (referred, mut sent) = mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..runs)
+        .map(|_| {
+            let plugin = plugin.clone();
+            let call = GateCall::gated(&gate, &referred);
+            tokio::spawn(async move { transfer(&plugin, call).await })
+        })
+        .collect();
+    // Every run sent its REFER, so every one is instantiated at the same time.
+    for _ in 0..runs {
+        tokio::time::timeout(GUARD, sent.recv())
+            .await
+            .expect("all runs are in at once")
+            .expect("sent");
+    }
+    // `notify_waiters` wakes only runs already waiting for their NOTIFY: repeat it until
+    // every run is done.
+    let opener = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            loop {
+                gate.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for task in tasks {
+        assert_eq!(
+            tokio::time::timeout(GUARD, task)
+                .await
+                .expect("ends")
+                .expect("task ran")
+                .expect("completes"),
+            "TRANSFER_REFER_SUCCESS"
+        );
+    }
+    opener.abort();
 }
 
 #[tokio::test]
@@ -596,6 +632,7 @@ async fn a_plugin_s_max_concurrent_runs_makes_its_runs_wait() {
         }
         other => panic!("expected overloaded, got {other:?}"),
     }
+    assert_eq!(rt.overloaded_runs(), 1, "the refusal is counted");
     // The pool has room: the same plugin without its own bound runs at once.
     let unbounded = sip_refer(&rt).await;
     assert_eq!(
@@ -617,8 +654,10 @@ async fn a_plugin_s_max_concurrent_runs_makes_its_runs_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_leaves_a_running_verb_on_its_version_and_frees_it_when_the_run_ends() {
+    fn shared_across_tasks<T: Send + Sync>(_: &T) {}
     let rt = runtime(RuntimeConfig::default());
     let registry = Registry::<GateCall>::new();
+    shared_across_tasks(&registry);
     registry.install(sip_refer(&rt).await, Origin::Upload);
     let old = registry.get("sip:refer").expect("installed");
     let old_weak: Weak<_> = Arc::downgrade(&old);
