@@ -1878,3 +1878,115 @@ async fn a_caller_that_acks_late_gets_the_refer_only_after_its_ack() {
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
 }
+
+/// Runs `verbhost plugins ARGS`: (exit code, stdout, stderr).
+async fn plugins_cmd(args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        verbhost().arg("plugins").args(args).output(),
+    )
+    .await
+    .expect("verbhost plugins exits within 60 s")
+    .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugins_command_lists_pushes_and_rolls_back_through_the_admin_api() {
+    let dir = TempFile::new(
+        "app.json",
+        r#"[{"verb": "sip:refer", "referTo": "+4930999"}]"#,
+    );
+    let plugins = dir.dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28620",
+            "--app",
+            dir.path.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+            "--admin-token",
+            "t0ken",
+        ],
+        28621,
+    )
+    .await;
+    let admin = ["--admin", "127.0.0.1:28621", "--token", "t0ken"];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(admin.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        plugins_cmd(&args).await
+    };
+
+    let (code, out, err) = run(with(&["list"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(header.starts_with("VERB"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("sip:refer") && l.contains("builtin:sip-refer")),
+        "{out}"
+    );
+
+    // A wrong token is bad input (2); an unreachable server is 3.
+    let (code, _, err) = plugins_cmd(&["list", "--admin", "127.0.0.1:28621", "--token", "x"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused the token"), "{err}");
+    let (code, _, err) = plugins_cmd(&["list", "--admin", "127.0.0.1:9"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the admin API"), "{err}");
+
+    // A file that is not a plugin is refused (1) with the cause; nothing changes.
+    let junk = dir.dir.join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let (code, out, err) = run(with(&[
+        "push",
+        junk.to_str().unwrap(),
+        "--name",
+        "sip:refer",
+    ]))
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.starts_with("rejected: "), "{err}");
+    // The misbehave plugin, pushed under its plugin name, serves and is saved.
+    let (code, out, err) = run(with(&[
+        "push",
+        verbhost_guests::MISBEHAVE,
+        "--name",
+        "misbehave",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("ok: misbehave is now misbehave 0.1.0"),
+        "{out}"
+    );
+    assert!(plugins.join("misbehave.wasm").exists(), "{out}");
+    let (code, out, err) = run(with(&["rollback", "misbehave"])).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no previous version"), "{err}");
+    let (code, out, _) = run(with(&["list", "--json"])).await;
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let verbs: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["verb"].as_str())
+        .collect();
+    assert_eq!(verbs, ["misbehave", "sip:refer"], "{out}");
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}

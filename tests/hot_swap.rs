@@ -182,7 +182,7 @@ async fn start(dir: &Path, receiver: &Receiver, sip: &str) -> (ServerHandle, Adm
 
 async fn builds(tags: &[&'static str]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for tag in tags {
+    for &tag in tags {
         out.push(
             tokio::task::spawn_blocking(move || variants::sip_refer(tag))
                 .await
@@ -251,7 +251,7 @@ async fn the_plugin_directory_and_the_admin_api_swap_checked_versions_only() {
     );
 
     // A new plugin, deployed the safe way, adds its verbs.
-    let misbehave = std::fs::read(verbhost_guests::MISBEHAVE_WASM).unwrap();
+    let misbehave = std::fs::read(verbhost_guests::MISBEHAVE).unwrap();
     deploy(&dir, "misbehave.wasm", &misbehave);
     admin.wait_version("misbehave", Some("0.1.0")).await;
 
