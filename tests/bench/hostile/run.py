@@ -99,7 +99,7 @@ def read_rtts(directory: Path) -> list[float]:
             continue
         header = [c.strip() for c in rows[0]]
         try:
-            column = header.index("response_time")
+            column = header.index("response_time_ms")
         except ValueError:
             column = 1
         for row in rows[1:]:
