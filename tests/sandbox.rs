@@ -597,7 +597,11 @@ async fn megabytes_of_guest_output_keep_only_the_output_limit() {
     // pipe keeps the first 4 KiB (not the last), so the panic message itself is lost.
     let (kind, text) = trap_kind(&run);
     assert_eq!(kind, TrapKind::Panic, "{text}");
-    assert_eq!(run.guest_output.len(), 4 << 10, "kept only the output limit");
+    assert_eq!(
+        run.guest_output.len(),
+        4 << 10,
+        "kept only the output limit"
+    );
     assert!(run.guest_output.bytes().all(|b| b == b'y'));
 }
 
