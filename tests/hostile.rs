@@ -25,7 +25,7 @@ use webhooks::Receiver;
 
 /// Each hostile mode of the misbehave plugin, with the error it must end in: the
 /// `completion_reason` of its VERB_ERROR and, for traps, the trap kind counted in /metrics.
-const HOSTILE: [(&str, &str, Option<&str>); 9] = [
+const HOSTILE: [(&str, &str, Option<&str>); 10] = [
     ("loop", "plugin-trap", Some("cpu budget exceeded")),
     ("oom", "plugin-trap", Some("memory limit")),
     ("stack", "plugin-trap", Some("stack overflow")),
@@ -35,6 +35,7 @@ const HOSTILE: [(&str, &str, Option<&str>); 9] = [
     // No REFER bound per verb yet: each REFER is a host call, so the flood ends there.
     ("refer-flood", "plugin-trap", Some("host call limit")),
     ("host-call-flood", "plugin-trap", Some("host call limit")),
+    ("huge-log", "plugin-trap", Some("host call limit")),
     ("bad-payload", "plugin-failed", None),
 ];
 
