@@ -44,7 +44,7 @@ async fn run_mode(plugin: &Plugin<MockCall>, mode: &str) -> verbhost_runtime::Ru
     plugin.run(quiet_call(), &verb, &call_info()).await
 }
 
-fn trap_kind(run: &verbhost_runtime::Run<MockCall>) -> (TrapKind, String) {
+fn trap_kind<H: CallHost>(run: &verbhost_runtime::Run<H>) -> (TrapKind, String) {
     match &run.outcome {
         Err(err @ RunError::Trap { kind, .. }) => (*kind, err.to_string()),
         other => panic!("expected a trap, got {other:?}"),
@@ -560,5 +560,98 @@ async fn runs_beyond_the_pool_size_wait_for_a_slot_instead_of_failing() {
     for run in runs {
         let outcome = run.await.expect("task ran").expect("every run completes");
         assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
+    }
+}
+
+/// Runs the misbehave plugin's `mode` on a call that accepts every REFER.
+async fn misbehave_on_a_transfer(mode: &str) -> verbhost_runtime::Run<SlowCall> {
+    let runtime = Runtime::<SlowCall>::new(RuntimeConfig::default()).expect("runtime starts");
+    let plugin = runtime
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("loads");
+    let call = SlowCall {
+        notify_after: Duration::from_millis(10),
+    };
+    let verb = json!({ "verb": "misbehave", "mode": mode }).to_string();
+    plugin.run(call, &verb, &call_info()).await
+}
+
+#[tokio::test]
+async fn a_trap_after_the_refer_went_out_is_a_panic_trap_with_its_message() {
+    let run = misbehave_on_a_transfer("trap-mid-transfer").await;
+    let (kind, text) = trap_kind(&run);
+    assert_eq!(kind, TrapKind::Panic, "{text}");
+    assert!(
+        text.contains("the plugin died mid-transfer (REFER answered 202)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_refer_flood_ends_at_the_host_call_limit() {
+    // There is no bound on REFERs per verb yet: each REFER is one host call, so the flood
+    // runs until the host call limit (10,000) ends the run.
+    let run = misbehave_on_a_transfer("refer-flood").await;
+    let (kind, text) = trap_kind(&run);
+    assert_eq!(kind, TrapKind::HostCalls, "{text}");
+    assert!(text.contains("more than 10000 host calls"), "{text}");
+}
+
+#[tokio::test]
+async fn megabytes_of_guest_output_keep_only_the_output_limit() {
+    let plugin = misbehave().await;
+    let run = run_mode(&plugin, "huge-output").await;
+    // `print!` panics once the host's output pipe is full, and that panic is the trap. The
+    // pipe keeps the first 4 KiB (not the last), so the panic message itself is lost.
+    let (kind, text) = trap_kind(&run);
+    assert_eq!(kind, TrapKind::Panic, "{text}");
+    assert_eq!(
+        run.guest_output.len(),
+        4 << 10,
+        "kept only the output limit"
+    );
+    assert!(run.guest_output.bytes().all(|b| b == b'y'));
+}
+
+/// Every import of the component at `path` that the sandbox does not grant by name: not the
+/// contract and not the WASI interfaces std links in for stdio.
+fn forbidden_imports(path: &str) -> Vec<String> {
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::from_file(&engine, path).expect("a valid component");
+    let granted = ["verbhost:plugin/", "wasi:io/", "wasi:cli/", "wasi:random/"];
+    component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| !granted.iter().any(|prefix| name.starts_with(prefix)))
+        .collect()
+}
+
+#[tokio::test]
+async fn plugins_that_import_the_file_system_or_sockets_are_refused_naming_an_import() {
+    let host = MockHost::new().expect("mock host starts");
+    for (path, interface) in [
+        (verbhost_guests::FS_IMPORT, "wasi:filesystem/"),
+        (verbhost_guests::SOCKET_IMPORT, "wasi:sockets/"),
+    ] {
+        let imports = forbidden_imports(path);
+        assert!(
+            imports.iter().any(|name| name.starts_with(interface)),
+            "{path} imports {interface}: {imports:?}"
+        );
+        match host.load_file(path.as_ref()).await {
+            Err(err @ LoadError::ForbiddenImport { .. }) => {
+                let text = err.to_string();
+                let named = imports
+                    .iter()
+                    .find(|name| text.starts_with(&format!("plugin imports {name}, ")));
+                assert!(named.is_some(), "{path}: names one of {imports:?}: {text}");
+                println!("{path}: imports {imports:?}\n  refused: {text}");
+            }
+            Err(other) => panic!("{path}: refused for another cause: {other}"),
+            Ok(plugin) => panic!("{path}: loaded {:?}", plugin.info()),
+        }
     }
 }

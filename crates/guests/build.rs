@@ -9,7 +9,7 @@ use std::{env, fs};
 const TARGET: &str = "wasm32-wasip2";
 
 /// (constant name, package, file stem) of each guest.
-const GUESTS: [(&str, &str, &str); 3] = [
+const GUESTS: [(&str, &str, &str); 5] = [
     (
         "SIP_REFER",
         "verbhost-guest-sip-refer",
@@ -24,6 +24,16 @@ const GUESTS: [(&str, &str, &str); 3] = [
         "CLOCK_IMPORT",
         "verbhost-guest-clock-import",
         "verbhost_guest_clock_import",
+    ),
+    (
+        "FS_IMPORT",
+        "verbhost-guest-fs-import",
+        "verbhost_guest_fs_import",
+    ),
+    (
+        "SOCKET_IMPORT",
+        "verbhost-guest-socket-import",
+        "verbhost_guest_socket_import",
     ),
 ];
 

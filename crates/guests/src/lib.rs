@@ -7,6 +7,9 @@
 //!   allocates without end, panics, floods the host, returns garbage), for the runtime's tests.
 //! - [`CLOCK_IMPORT`]: `guest/clock-import`, a plugin that imports `wasi:clocks`, which the
 //!   sandbox does not grant: loading it must fail with the import named.
+//! - [`FS_IMPORT`]: `guest/fs-import`, a plugin that reads a file (imports `wasi:filesystem`).
+//! - [`SOCKET_IMPORT`]: `guest/socket-import`, a plugin that opens a TCP connection (imports
+//!   `wasi:sockets`).
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

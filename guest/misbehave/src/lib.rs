@@ -25,6 +25,8 @@ impl Plugin for Misbehave {
         let mut props = verb.props();
         let mode = props.string("mode")?.unwrap_or_default();
         let count = props.integer("count", 0..=u64::MAX)?.unwrap_or(0);
+        // Posted by the host when the verb fails, and handed back when it completes.
+        let action_hook = props.hook("actionHook")?;
         let _warnings = props.finish()?;
         let hook = Webhook {
             url: "http://127.0.0.1:9/events".into(),
@@ -102,11 +104,60 @@ impl Plugin for Misbehave {
                     Err(err) => json!(err.message()),
                 };
             }
+            // A transfer in flight when the plugin dies: the REFER is sent (and accepted),
+            // then the plugin panics before it follows a single NOTIFY.
+            "trap-mid-transfer" => {
+                let request = ReferRequest {
+                    refer_to: "<sip:carol@127.0.0.1>".into(),
+                    referred_by: None,
+                    headers: Vec::new(),
+                };
+                let status = match sip::send_refer(&request) {
+                    Ok(response) => response.status.to_string(),
+                    Err(err) => err.message(),
+                };
+                panic!("the plugin died mid-transfer (REFER answered {status})");
+            }
+            // REFER after REFER on the same dialog, until the host refuses one (or `count`
+            // of them are sent, when `count` is given): the payload says how many were sent
+            // and why the host stopped them.
+            "refer-flood" => {
+                let request = ReferRequest {
+                    refer_to: "<sip:carol@127.0.0.1>".into(),
+                    referred_by: None,
+                    headers: Vec::new(),
+                };
+                let limit = if count == 0 { u64::MAX } else { count };
+                let mut sent = 0u64;
+                let mut refused = None;
+                while sent < limit {
+                    match sip::send_refer(&request) {
+                        Ok(_) => sent += 1,
+                        Err(err) => {
+                            refused = Some(err.message());
+                            break;
+                        }
+                    }
+                }
+                payload["sent"] = sent.into();
+                payload["refused"] = json!(refused);
+            }
+            // Megabytes on stdout and stderr (`count` MiB each, default 8), the way a chatty
+            // plugin prints: `print!`, which panics when the host stops taking output.
+            "huge-output" => {
+                let mib = if count == 0 { 8 } else { count };
+                let chunk = "y".repeat(64 << 10);
+                for _ in 0..mib.saturating_mul(16) {
+                    print!("{chunk}");
+                    eprint!("{chunk}");
+                }
+                payload["written"] = mib.saturating_mul(2 << 20).into();
+            }
             "bad-payload" => {
                 return Ok(Completion {
                     event,
                     payload: "this is not JSON".into(),
-                    action_hook: None,
+                    action_hook,
                     call_left: false,
                 });
             }
@@ -120,7 +171,7 @@ impl Plugin for Misbehave {
         Ok(Completion {
             event,
             payload: payload.to_string(),
-            action_hook: None,
+            action_hook,
             call_left: false,
         })
     }
