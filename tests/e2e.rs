@@ -1918,7 +1918,7 @@ async fn the_plugins_command_lists_pushes_and_rolls_back_through_the_admin_api()
     )
     .await;
     let admin = ["--admin", "127.0.0.1:28621", "--token", "t0ken"];
-    let with = |extra: &[&'static str]| -> Vec<String> {
+    let with = |extra: &[&str]| -> Vec<String> {
         extra
             .iter()
             .map(|s| s.to_string())

@@ -301,9 +301,14 @@ async fn hostile_verbs_fail_alone_while_good_calls_transfer() {
     server.kill().await.expect("kill the server");
 }
 
-/// Starts `serve --plugins DIR` where DIR holds the misbehave plugin and `bad`, a plugin
-/// that must not load, and returns serve's exit code and log.
-async fn serve_refusing(bad: &str, contents: &[u8], ports: (u16, u16)) -> (Option<i32>, String) {
+/// Starts `serve` with the misbehave plugin and `bad` in its plugin directory; waits for
+/// /health, then returns the log (the directory shown as `DIR`), `GET /plugins` and
+/// `/metrics`.
+async fn serve_with_bad_plugin(
+    bad: &str,
+    contents: &[u8],
+    ports: (u16, u16),
+) -> (String, Value, String) {
     let plugins = TempDir::new(bad);
     std::fs::copy(verbhost_guests::MISBEHAVE, plugins.0.join("misbehave.wasm"))
         .expect("copy the misbehave plugin");
@@ -327,21 +332,42 @@ async fn serve_refusing(bad: &str, contents: &[u8], ports: (u16, u16)) -> (Optio
         ],
         &log,
     );
-    let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
-        .await
-        .expect("serve gives up within 30 s")
-        .expect("wait");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let get = |path: &'static str| {
+        let url = format!("http://{admin}{path}");
+        async move {
+            match reqwest::get(&url).await {
+                Ok(response) => response.text().await.ok(),
+                Err(_) => None,
+            }
+        }
+    };
+    let mut up = false;
+    for _ in 0..300 {
+        if get("/health").await.is_some() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = get("/plugins").await.unwrap_or_default();
+    let metrics = get("/metrics").await.unwrap_or_default();
+    let _ = server.start_kill();
+    let _ = server.wait().await;
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .replace(&plugins.0.display().to_string(), "DIR");
+    assert!(up, "serve did not come up:\n{text}");
     (
-        status.code(),
-        text.replace(&plugins.0.display().to_string(), "DIR"),
+        text,
+        serde_json::from_str(&listed).unwrap_or(Value::Null),
+        metrics,
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugins_that_must_not_load_keep_serve_from_starting_naming_the_file_and_the_cause() {
-    // The import guests also import wasi:clocks (wasi:filesystem/types uses its datetime), and
-    // the runtime names the first forbidden import it meets: today that is the clock one.
+async fn plugins_that_must_not_load_are_rejected_naming_the_file_and_the_rest_serve() {
+    // The import guests also import wasi:clocks (wasi:filesystem/types uses its datetime); the
+    // refusal names a forbidden import.
     let cases: [(&str, PathBuf, &str); 3] = [
         (
             "fs.wasm",
@@ -362,12 +388,30 @@ async fn plugins_that_must_not_load_keep_serve_from_starting_naming_the_file_and
             std::fs::read(&source).expect("guest built")
         };
         let port = 28580 + 2 * u16::try_from(n).expect("few cases");
-        let (code, log) = serve_refusing(name, &contents, (port, port + 1)).await;
-        assert_ne!(code, Some(0), "{name}: serve started:\n{log}");
+        let (log, listed, metrics) = serve_with_bad_plugin(name, &contents, (port, port + 1)).await;
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains("plugin version rejected") && l.contains(&format!("file:DIR/{name}"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no rejection naming the file:\n{log}"));
         assert!(
-            log.contains(&format!("plugin DIR/{name}: {cause}"))
-                && (name == "text.wasm" || log.contains("which verbhost does not grant")),
-            "{name}: the log names the file and {cause:?}:\n{log}"
+            line.contains(cause)
+                && (name == "text.wasm" || line.contains("which verbhost does not grant")),
+            "{name}: the rejection names {cause:?}:\n{line}"
+        );
+        let verbs: Vec<&str> = listed["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["verb"].as_str())
+            .collect();
+        assert_eq!(verbs, ["misbehave", "sip:refer"], "{name}: {listed}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == r#"verbhost_plugin_swaps_total{verb="other",result="rejected"} 1"#),
+            "{name}:\n{metrics}"
         );
     }
 }
