@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
-    Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
+    Allocator, CallHost, CallInfo, ContractError, Direction, Identity, Level, LoadError, NotifyError, Plugin,
     ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig,
     TrapKind, Webhook,
 };
@@ -552,4 +552,52 @@ async fn runs_beyond_the_pool_size_wait_for_a_slot_instead_of_failing() {
         let outcome = run.await.expect("task ran").expect("every run completes");
         assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
     }
+}
+
+fn load_error(result: Result<Plugin<MockCall>, LoadError>) -> LoadError {
+    match result {
+        Err(err) => err,
+        Ok(plugin) => panic!("loaded {:?}", plugin.info()),
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_another_contract_version_is_refused_with_both_versions_named() {
+    let host = MockHost::new().expect("mock host starts");
+    let err = load_error(host.load_file(verbhost_guests::FUTURE_CONTRACT.as_ref()).await);
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Contract(ContractError::Unsupported { .. })),
+        "{err:?}"
+    );
+    assert!(
+        text.starts_with(
+            "the plugin is built for verbhost:plugin@0.2.0 (it uses verbhost:plugin/"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "this host supports verbhost:plugin@0.1.x (0.1.0 and later 0.1 releases)"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("upgrade verbhost to run it"), "{text}");
+}
+
+#[tokio::test]
+async fn a_plugin_for_a_later_0_1_release_that_needs_a_newer_host_function_is_refused_as_too_new() {
+    let host = MockHost::new().expect("mock host starts");
+    let err = load_error(host.load_file(verbhost_guests::NEWER_MINOR.as_ref()).await);
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Contract(ContractError::HostTooOld { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        text,
+        "the plugin is built for verbhost:plugin@0.1.1, newer than this host's 0.1.0: it \
+         imports `get-config` from verbhost:plugin/host@0.1.1, which this host does not have; \
+         upgrade verbhost, or rebuild the plugin against verbhost:plugin@0.1.0"
+    );
 }

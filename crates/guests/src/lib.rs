@@ -7,6 +7,10 @@
 //!   allocates without end, panics, floods the host, returns garbage), for the runtime's tests.
 //! - [`CLOCK_IMPORT`]: `guest/clock-import`, a plugin that imports `wasi:clocks`, which the
 //!   sandbox does not grant: loading it must fail with the import named.
+//! - [`FUTURE_CONTRACT`]: `guest/future-contract`, a plugin built for `verbhost:plugin@0.2.0`,
+//!   a contract version this host does not support: loading it must fail with both versions named.
+//! - [`NEWER_MINOR`]: `guest/newer-minor`, a plugin built for `verbhost:plugin@0.1.1` that
+//!   imports a host function `0.1.0` does not have: loading it must say the host is older.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -24,12 +24,14 @@
 
 mod bindings;
 mod config;
+pub mod contract;
 mod error;
 mod host;
 mod meter;
 mod plugin;
 
 pub use config::RuntimeConfig;
+pub use contract::{ContractError, ContractVersion};
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
 pub use plugin::{Allocator, Outcome, Plugin, Run, Runtime};
