@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
-    Allocator, CallHost, CallInfo, ContractError, Direction, Identity, Level, LoadError, NotifyError, Plugin,
-    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig,
-    TrapKind, Webhook,
+    Allocator, CallHost, CallInfo, ContractError, Direction, Identity, Level, LoadError,
+    NotifyError, Plugin, ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, Runtime,
+    RuntimeConfig, TrapKind, Webhook,
 };
 
 fn quiet_call() -> MockCall {
@@ -564,22 +564,21 @@ fn load_error(result: Result<Plugin<MockCall>, LoadError>) -> LoadError {
 #[tokio::test]
 async fn a_plugin_built_for_another_contract_version_is_refused_with_both_versions_named() {
     let host = MockHost::new().expect("mock host starts");
-    let err = load_error(host.load_file(verbhost_guests::FUTURE_CONTRACT.as_ref()).await);
+    let err = load_error(
+        host.load_file(verbhost_guests::FUTURE_CONTRACT.as_ref())
+            .await,
+    );
     let text = err.to_string();
     assert!(
         matches!(err, LoadError::Contract(ContractError::Unsupported { .. })),
         "{err:?}"
     );
     assert!(
-        text.starts_with(
-            "the plugin is built for verbhost:plugin@0.2.0 (it uses verbhost:plugin/"
-        ),
+        text.starts_with("the plugin is built for verbhost:plugin@0.2.0 (it uses verbhost:plugin/"),
         "{text}"
     );
     assert!(
-        text.contains(
-            "this host supports verbhost:plugin@0.1.x (0.1.0 and later 0.1 releases)"
-        ),
+        text.contains("this host supports verbhost:plugin@0.1.x (0.1.0 and later 0.1 releases)"),
         "{text}"
     );
     assert!(text.ends_with("upgrade verbhost to run it"), "{text}");

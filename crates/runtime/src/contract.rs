@@ -196,11 +196,18 @@ fn supported() -> String {
 
 /// What to do about a plugin built for an unsupported version.
 fn advice(found: ContractVersion) -> String {
-    let newest = SUPPORTED.iter().map(|t| t.implemented).max().unwrap_or(CURRENT);
+    let newest = SUPPORTED
+        .iter()
+        .map(|t| t.implemented)
+        .max()
+        .unwrap_or(CURRENT);
     if found > newest {
         "upgrade verbhost to run it".into()
     } else {
-        format!("rebuild it with a verbhost-sdk for verbhost:plugin@{}", newest.track())
+        format!(
+            "rebuild it with a verbhost-sdk for verbhost:plugin@{}",
+            newest.track()
+        )
     }
 }
 
@@ -333,7 +340,10 @@ mod tests {
         ] {
             let err = parse_name(bad).expect("in the package").unwrap_err();
             assert_eq!(err, ContractError::Unreadable { item: bad.into() });
-            assert!(err.to_string().starts_with(&format!("the plugin uses {bad}, which")));
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("the plugin uses {bad}, which"))
+            );
         }
     }
 
@@ -381,7 +391,10 @@ mod tests {
         }
         // A later 0.1 release may add an optional export: the host ignores it.
         assert_eq!(
-            check_exports(["verbhost:plugin/verb@0.1.3", "verbhost:plugin/verb-batch@0.1.3"]),
+            check_exports([
+                "verbhost:plugin/verb@0.1.3",
+                "verbhost:plugin/verb-batch@0.1.3"
+            ]),
             Ok(())
         );
     }
@@ -410,7 +423,11 @@ mod tests {
         let mut resolve = wit_parser::Resolve::default();
         let (package, _) = resolve.push_path(dir).expect("wit/ parses");
         let package = &resolve.packages[package];
-        let wit_version = package.name.version.as_ref().expect("the package is versioned");
+        let wit_version = package
+            .name
+            .version
+            .as_ref()
+            .expect("the package is versioned");
         let world = package.worlds["verb-plugin"];
         let mut imports = Vec::new();
         for item in resolve.worlds[world].imports.values() {
