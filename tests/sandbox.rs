@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use verbhost_mock::{MockCall, MockHost, Scenario};
 use verbhost_runtime::{
-    Allocator, CallHost, CallInfo, Direction, Identity, Level, LoadError, NotifyError, Plugin,
-    ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, RunLimits, Runtime,
-    RuntimeConfig, TrapKind, Webhook,
+    Allocator, CallHost, CallInfo, ContractError, Direction, Identity, Level, LoadError,
+    NotifyError, Plugin, ReferError, ReferEvent, ReferRequest, ReferResponse, RunError, RunLimits,
+    Runtime, RuntimeConfig, TrapKind, Webhook,
 };
 
 fn quiet_call() -> MockCall {
@@ -654,4 +654,50 @@ async fn plugins_that_import_the_file_system_or_sockets_are_refused_naming_an_im
             Ok(plugin) => panic!("{path}: loaded {:?}", plugin.info()),
         }
     }
+}
+fn load_error(result: Result<Plugin<MockCall>, LoadError>) -> LoadError {
+    match result {
+        Err(err) => err,
+        Ok(plugin) => panic!("loaded {:?}", plugin.info()),
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_another_contract_version_is_refused_with_both_versions_named() {
+    let host = MockHost::new().expect("mock host starts");
+    let err = load_error(
+        host.load_file(verbhost_guests::FUTURE_CONTRACT.as_ref())
+            .await,
+    );
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Contract(ContractError::Unsupported { .. })),
+        "{err:?}"
+    );
+    assert!(
+        text.starts_with("the plugin is built for verbhost:plugin@0.2.0 (it uses verbhost:plugin/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("this host supports verbhost:plugin@0.1.x (0.1.0 and later 0.1 releases)"),
+        "{text}"
+    );
+    assert!(text.ends_with("upgrade verbhost to run it"), "{text}");
+}
+
+#[tokio::test]
+async fn a_plugin_for_a_later_0_1_release_that_needs_a_newer_host_function_is_refused_as_too_new() {
+    let host = MockHost::new().expect("mock host starts");
+    let err = load_error(host.load_file(verbhost_guests::NEWER_MINOR.as_ref()).await);
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Contract(ContractError::HostTooOld { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        text,
+        "the plugin is built for verbhost:plugin@0.1.1, newer than this host's 0.1.0: it \
+         imports `get-config` from verbhost:plugin/host@0.1.1, which this host does not have; \
+         upgrade verbhost, or rebuild the plugin against verbhost:plugin@0.1.0"
+    );
 }

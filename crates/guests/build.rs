@@ -9,7 +9,7 @@ use std::{env, fs};
 const TARGET: &str = "wasm32-wasip2";
 
 /// (constant name, package, file stem) of each guest.
-const GUESTS: [(&str, &str, &str); 5] = [
+const GUESTS: [(&str, &str, &str); 7] = [
     (
         "SIP_REFER",
         "verbhost-guest-sip-refer",
@@ -34,6 +34,16 @@ const GUESTS: [(&str, &str, &str); 5] = [
         "SOCKET_IMPORT",
         "verbhost-guest-socket-import",
         "verbhost_guest_socket_import",
+    ),
+    (
+        "FUTURE_CONTRACT",
+        "verbhost-guest-future-contract",
+        "verbhost_guest_future_contract",
+    ),
+    (
+        "NEWER_MINOR",
+        "verbhost-guest-newer-minor",
+        "verbhost_guest_newer_minor",
     ),
 ];
 

@@ -180,6 +180,23 @@ fn text(value: &Value, key: &str) -> String {
     }
 }
 
+/// How long ago a unix-ms timestamp was, e.g. `3m12s ago`.
+fn age(unix_ms: &Value) -> String {
+    let Some(then) = unix_ms.as_u64() else {
+        return "-".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let secs = now.saturating_sub(then) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m{}s ago", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{}m ago", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h ago", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
@@ -205,8 +222,8 @@ fn render(command: &PluginsCommand, answer: &Value) -> String {
                     text(p, "plugin"),
                     text(p, "version"),
                     short(&text(p, "sha256")).to_owned(),
-                    text(p, "source"),
-                    text(p, "loaded_at"),
+                    text(p, "origin"),
+                    age(&p["loaded_at_unix_ms"]),
                     text(p, "calls"),
                     text(p, "traps"),
                     previous,

@@ -10,6 +10,10 @@
 //! - [`FS_IMPORT`]: `guest/fs-import`, a plugin that reads a file (imports `wasi:filesystem`).
 //! - [`SOCKET_IMPORT`]: `guest/socket-import`, a plugin that opens a TCP connection (imports
 //!   `wasi:sockets`).
+//! - [`FUTURE_CONTRACT`]: `guest/future-contract`, a plugin built for `verbhost:plugin@0.2.0`,
+//!   a contract version this host does not support: loading it must fail with both versions named.
+//! - [`NEWER_MINOR`]: `guest/newer-minor`, a plugin built for `verbhost:plugin@0.1.1` that
+//!   imports a host function `0.1.0` does not have: loading it must say the host is older.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::VerbError;
 use crate::config::LimitsError;
+use crate::contract::ContractError;
 
 /// Why the runtime could not start or a plugin could not be loaded. A failed load changes
 /// nothing: a plugin already loaded keeps serving.
@@ -39,16 +40,10 @@ pub enum LoadError {
         /// What to do instead.
         why: &'static str,
     },
-    /// The component does not implement the contract version this host supports.
-    #[error(
-        "plugin does not export verbhost:plugin/verb@{expected} (it exports: {found}); rebuild it with verbhost-sdk {expected}"
-    )]
-    WrongContract {
-        /// The track this host supports.
-        expected: &'static str,
-        /// What it exports instead.
-        found: String,
-    },
+    /// The component is built for a contract version this host does not run, or is not a
+    /// verbhost plugin at all; the message names its version and the ones this host supports.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
     /// The component's imports or exports do not type-check against the contract.
     #[error("plugin does not fit the contract: {0}")]
     Link(String),

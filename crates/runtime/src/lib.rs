@@ -44,6 +44,7 @@
 mod bindings;
 mod cache;
 mod config;
+pub mod contract;
 mod error;
 mod host;
 mod meter;
@@ -53,6 +54,7 @@ pub mod registry;
 
 pub use cache::CacheStats;
 pub use config::{LimitsError, RunLimits, RuntimeConfig};
+pub use contract::{ContractError, ContractVersion};
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
 pub use plugin::{Allocator, Compiled, Outcome, Plugin, Run, Runtime};
@@ -68,7 +70,8 @@ pub use bindings::verbhost::plugin::types::{
     CallInfo, Direction, Header, Identity, Level, Webhook,
 };
 
-/// The contract version this host implements. Plugins built against any `0.1.x` load.
+/// The contract version this host implements. Plugins built against `0.1.0`, or a later
+/// `0.1.x` that uses nothing this host lacks, load; [`contract`] has the rules and the checks.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Builds the contract's view of a NOTIFY from its raw parts, exactly as every host does:

@@ -23,15 +23,9 @@ use crate::host::{
 use crate::pool::{PluginNeeds, Pool, Totals};
 use crate::{CallInfo, PluginInfo, Webhook};
 
-/// Imports a plugin may have, by interface prefix, with the reason for anything else.
-const ALLOWED_IMPORTS: [&str; 6] = [
-    "verbhost:plugin/types@0.1.",
-    "verbhost:plugin/host@0.1.",
-    "verbhost:plugin/sip@0.1.",
-    "wasi:io/",
-    "wasi:cli/",
-    "wasi:random/insecure",
-];
+/// Imports outside the contract a plugin may have, by interface prefix; the contract's own
+/// (`verbhost:plugin/...`) are checked by [`crate::contract::check_import`].
+const ALLOWED_IMPORTS: [&str; 3] = ["wasi:io/", "wasi:cli/", "wasi:random/insecure"];
 
 /// One per process and call host: the engine, the linker, the epoch ticker, the instance
 /// pool, the compiled cache and the limits. Cheap to clone (a clone shares everything).
@@ -409,16 +403,18 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
 }
 
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
-    for (name, _) in component.component_type().imports(engine) {
+    for (name, item) in component.component_type().imports(engine) {
+        if crate::contract::is_contract_name(name) {
+            crate::contract::check_import(engine, name, &item.ty)?;
+            continue;
+        }
         if ALLOWED_IMPORTS
             .iter()
             .any(|prefix| name.starts_with(prefix))
         {
             continue;
         }
-        let why = if name.starts_with("verbhost:plugin/") {
-            "this host implements the contract verbhost:plugin@0.1.x; rebuild the plugin against it"
-        } else if name.starts_with("wasi:clocks/") {
+        let why = if name.starts_with("wasi:clocks/") {
             "there is no clock in the sandbox; use verbhost:plugin/host.clock-ms"
         } else if name.starts_with("wasi:filesystem/") {
             "plugins get no file system"
@@ -438,25 +434,10 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError
 }
 
 fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    if exports
-        .iter()
-        .any(|name| name.starts_with("verbhost:plugin/verb@0.1."))
-    {
-        return Ok(());
-    }
-    Err(LoadError::WrongContract {
-        expected: "0.1",
-        found: if exports.is_empty() {
-            "nothing".into()
-        } else {
-            exports.join(", ")
-        },
-    })
+    let ty = component.component_type();
+    Ok(crate::contract::check_exports(
+        ty.exports(engine).map(|(name, _)| name),
+    )?)
 }
 
 /// A loaded plugin, ready to run: linked for one call host, described, and bound by its
