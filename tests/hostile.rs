@@ -32,8 +32,8 @@ const HOSTILE: [(&str, &str, Option<&str>); 10] = [
     ("panic", "plugin-trap", Some("panic")),
     ("trap-mid-transfer", "plugin-trap", Some("panic")),
     ("huge-output", "plugin-trap", Some("panic")),
-    // No REFER bound per verb yet: each REFER is a host call, so the flood ends there.
-    ("refer-flood", "plugin-trap", Some("host call limit")),
+    // limits.max_refers (10) ends the flood at the eleventh REFER.
+    ("refer-flood", "plugin-trap", Some("refer limit")),
     ("host-call-flood", "plugin-trap", Some("host call limit")),
     ("huge-log", "plugin-trap", Some("host call limit")),
     ("bad-payload", "plugin-failed", None),
@@ -316,6 +316,8 @@ async fn serve_with_bad_plugin(
     let log = plugins.0.join("serve.log");
     let sip = format!("127.0.0.1:{}", ports.0);
     let admin = format!("127.0.0.1:{}", ports.1);
+    let app = plugins.0.join("app.json");
+    std::fs::write(&app, r#"[{"verb": "misbehave", "mode": "ok"}]"#).expect("write the app");
     let mut server = serve(
         &[
             "--sip",
@@ -325,10 +327,7 @@ async fn serve_with_bad_plugin(
             "--plugins",
             plugins.0.to_str().expect("utf-8 path"),
             "--app",
-            root()
-                .join("tests/scenarios/sip-refer/app.json")
-                .to_str()
-                .expect("utf-8 path"),
+            app.to_str().expect("utf-8 path"),
         ],
         &log,
     );

@@ -399,6 +399,13 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
             "this is a core WebAssembly module; build the plugin for wasm32-wasip2, which produces a component".into(),
         ));
     }
+    if !bytes.starts_with(b"\0asm") {
+        // wasmparser would answer with a dump of the four bytes it expected and found.
+        return Err(LoadError::NotAComponent(format!(
+            "the file does not start with the WebAssembly magic bytes (\\0asm) but with {:?}: it is not WebAssembly",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(8)])
+        )));
+    }
     Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
 }
 

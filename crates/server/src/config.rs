@@ -394,14 +394,14 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file cannot be read.
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The config file is not valid TOML for this schema (the message names the key).
-    #[error("config file {}: {source}", path.display())]
+    #[error("config file {}", path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -418,7 +418,7 @@ pub enum ConfigError {
     )]
     DefaultDomain { value: String, why: &'static str },
     /// `--base-url` / `app.base_url` is not a URL.
-    #[error("--base-url (app.base_url) {value:?} is not a URL: {source}")]
+    #[error("--base-url (app.base_url) {value:?} is not a URL")]
     BaseUrl {
         value: String,
         #[source]

@@ -9,27 +9,28 @@ use crate::app::AppError;
 use crate::config::ConfigError;
 
 /// Why the server cannot start, or an application cannot be used. Every variant names the
-/// file, address or key at fault.
+/// file, address or key at fault; the cause is its [`source`](std::error::Error::source), so
+/// print the chain (`{:#}` with anyhow) to see both once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The config file or a value in it.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The wasm engine could not be built.
-    #[error("cannot start the plugin runtime: {0}")]
+    #[error("cannot start the plugin runtime")]
     Runtime(#[source] LoadError),
     /// The plugin that ships inside the binary does not load (a broken build).
-    #[error("the built-in sip:refer plugin does not load: {0}")]
+    #[error("the built-in sip:refer plugin does not load")]
     Builtin(#[source] LoadError),
     /// `plugins.dir` cannot be listed.
-    #[error("cannot read the plugin directory {}: {source}", dir.display())]
+    #[error("cannot read the plugin directory {}", dir.display())]
     PluginDir {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A plugin file does not load.
-    #[error("plugin {}: {source}", path.display())]
+    #[error("plugin {}", path.display())]
     Plugin {
         path: PathBuf,
         #[source]
@@ -42,7 +43,7 @@ pub enum ServerError {
     #[error("give either --app or --call-hook (app.file or app.call_hook), not both")]
     TwoApplications,
     /// A configured URL does not parse.
-    #[error("{what} {value:?} is not a URL: {source}")]
+    #[error("{what} {value:?} is not a URL")]
     Url {
         what: &'static str,
         value: String,
@@ -50,42 +51,42 @@ pub enum ServerError {
         source: url::ParseError,
     },
     /// The application file cannot be read.
-    #[error("cannot read the application {}: {source}", path.display())]
+    #[error("cannot read the application {}", path.display())]
     AppRead {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The application file is not an application.
-    #[error("application {}: {source}", path.display())]
+    #[error("application {}", path.display())]
     AppInvalid {
         path: PathBuf,
         #[source]
         source: AppError,
     },
     /// The application uses a verb that no plugin implements.
-    #[error("application {}: {source}", path.display())]
+    #[error("application {}", path.display())]
     AppVerb {
         path: PathBuf,
         #[source]
         source: UnknownVerb,
     },
     /// The SIP address cannot be bound.
-    #[error("cannot listen for SIP on {addr}: {source}")]
+    #[error("cannot listen for SIP on {addr}")]
     SipBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     /// The admin address cannot be bound.
-    #[error("cannot listen on the admin address {addr}: {source}")]
+    #[error("cannot listen on the admin address {addr}")]
     AdminBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     /// The HTTP client for webhooks cannot be built (TLS roots).
-    #[error("cannot build the webhook client: {0}")]
+    #[error("cannot build the webhook client")]
     Webhooks(#[source] reqwest::Error),
 }
 

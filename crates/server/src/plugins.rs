@@ -127,6 +127,18 @@ impl Plugins {
         runtime: Runtime<SipCallHost>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Plugins>, ServerError> {
+        let mut config = config;
+        // One spelling of every path: the watcher reports absolute ones, and a file's path is
+        // its origin in the registry (a relative `--plugins` would make one file two origins).
+        if let Some(dir) = &config.dir {
+            config.dir =
+                Some(
+                    std::fs::canonicalize(dir).map_err(|source| ServerError::PluginDir {
+                        dir: dir.clone(),
+                        source,
+                    })?,
+                );
+        }
         let mock = MockHost::from_runtime(runtime.sibling().map_err(ServerError::Runtime)?);
         let plugins = Arc::new(Plugins {
             runtime,

@@ -107,7 +107,9 @@ impl ServerBuilder {
         tracing::info!(sip = %sip_addr, transport = ?config.sip.transport, verbs = %shared.plugins.verbs().join(","), "verbhost is serving");
         let (drain, draining) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), endpoint, source, draining, stop));
+
         Ok(ServerHandle {
+            shared,
             sip_addr,
             admin_addr,
             drain,
@@ -119,6 +121,7 @@ impl ServerBuilder {
 
 /// A running server.
 pub struct ServerHandle {
+    shared: Arc<Shared>,
     sip_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     drain: watch::Sender<bool>,
@@ -135,6 +138,11 @@ impl ServerHandle {
     /// Where the admin API is served, when it is.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Every verb with the plugin version serving it, as `GET /plugins` lists them.
+    pub fn plugins(&self) -> Vec<verbhost_runtime::VersionInfo> {
+        self.shared.plugins.list()
     }
 
     /// Drains and stops: new calls are refused (503 with Retry-After, and OPTIONS 503 so a
