@@ -589,13 +589,13 @@ async fn a_trap_after_the_refer_went_out_is_a_panic_trap_with_its_message() {
 }
 
 #[tokio::test]
-async fn a_refer_flood_ends_at_the_host_call_limit() {
-    // There is no bound on REFERs per verb yet: each REFER is one host call, so the flood
-    // runs until the host call limit (10,000) ends the run.
+async fn a_refer_flood_ends_at_the_refer_limit() {
+    // limits.max_refers (10 by default) ends the flood at the eleventh REFER: before the bound,
+    // the flood sent 10,000 REFERs (one per host call) until the host call limit ended it.
     let run = misbehave_on_a_transfer("refer-flood").await;
     let (kind, text) = trap_kind(&run);
-    assert_eq!(kind, TrapKind::HostCalls, "{text}");
-    assert!(text.contains("more than 10000 host calls"), "{text}");
+    assert_eq!(kind, TrapKind::Refers, "{text}");
+    assert!(text.contains("max_refers"), "{text}");
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ pub(crate) async fn run(dialer: Dialer, args: CallArgs) -> anyhow::Result<ExitCo
         }
         Ok(verbs) => verbs,
         Err(err) => {
-            eprintln!("verbhost: {err:#}");
+            eprintln!("verbhost: {:#}", anyhow::Error::new(err));
             return Ok(ExitCode::from(exit::BAD_INPUT));
         }
     };
