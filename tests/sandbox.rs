@@ -621,15 +621,18 @@ async fn megabytes_of_guest_output_keep_only_the_last_bytes_of_the_output_limit(
 async fn a_guest_that_prints_a_lot_then_panics_keeps_its_panic_message() {
     let plugin = misbehave().await;
     let lines = 10_000u32;
-    let verb = json!({ "verb": "misbehave", "mode": "print-then-panic", "count": lines })
-        .to_string();
+    let verb =
+        json!({ "verb": "misbehave", "mode": "print-then-panic", "count": lines }).to_string();
     let run = plugin.run(quiet_call(), &verb, &call_info()).await;
     let (kind, text) = trap_kind(&run);
     assert_eq!(kind, TrapKind::Panic, "{text}");
     let output = &run.guest_output;
     assert_eq!(output.len(), 4 << 10, "kept the output limit: {output}");
     let panic = "the plugin gave up after 10000 lines";
-    assert!(output.contains(panic), "the panic message is kept: {output}");
+    assert!(
+        output.contains(panic),
+        "the panic message is kept: {output}"
+    );
     assert!(text.contains(panic), "and reported with the trap: {text}");
     // The tail is the end of what was written: the last line, then the panic (on stderr).
     let line = |n: u32| format!("line {n} of {lines}: the plugin is chatty before it dies\n");
@@ -638,7 +641,8 @@ async fn a_guest_that_prints_a_lot_then_panics_keeps_its_panic_message() {
     assert!(output[after_last..].contains(panic), "{output}");
     assert!(!output.contains(&line(0)), "the first line was pushed out");
     // Exactly what was written and not kept is counted as dropped.
-    let written: usize = (0..lines).map(|n| line(n).len()).sum::<usize>() + output.len() - after_last;
+    let written: usize =
+        (0..lines).map(|n| line(n).len()).sum::<usize>() + output.len() - after_last;
     assert_eq!(run.guest_output_dropped + output.len(), written);
 }
 

@@ -193,10 +193,7 @@ mod tests {
     #[test]
     fn a_write_larger_than_the_capacity_keeps_its_own_end() {
         let tail = OutputTail::new(4);
-        assert_eq!(
-            written(&tail, &[b"ab", b"0123456789"]),
-            ("6789".into(), 8)
-        );
+        assert_eq!(written(&tail, &[b"ab", b"0123456789"]), ("6789".into(), 8));
     }
 
     #[test]
