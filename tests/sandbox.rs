@@ -599,19 +599,51 @@ async fn a_refer_flood_ends_at_the_refer_limit() {
 }
 
 #[tokio::test]
-async fn megabytes_of_guest_output_keep_only_the_output_limit() {
+async fn megabytes_of_guest_output_keep_only_the_last_bytes_of_the_output_limit() {
     let plugin = misbehave().await;
-    let run = run_mode(&plugin, "huge-output").await;
-    // `print!` panics once the host's output pipe is full, and that panic is the trap. The
-    // pipe keeps the first 4 KiB (not the last), so the panic message itself is lost.
+    // 1 MiB on stdout and 1 MiB on stderr, in 64 KiB `print!`s: every write is taken, so
+    // `print!` never panics and the verb completes.
+    let verb = json!({ "verb": "misbehave", "mode": "huge-output", "count": 1 }).to_string();
+    let run = plugin.run(quiet_call(), &verb, &call_info()).await;
+    let outcome = run.outcome.as_ref().expect("the chatty verb completes");
+    assert_eq!(outcome.event, "DONE");
+    assert_eq!(outcome.payload["written"], json!(2 << 20));
+    assert_eq!(run.guest_output.len(), 4 << 10, "kept the output limit");
+    assert!(run.guest_output.bytes().all(|b| b == b'y'));
+    assert_eq!(
+        run.guest_output_dropped,
+        (2 << 20) - (4 << 10),
+        "every byte not kept is counted"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_that_prints_a_lot_then_panics_keeps_its_panic_message() {
+    let plugin = misbehave().await;
+    let lines = 10_000u32;
+    let verb =
+        json!({ "verb": "misbehave", "mode": "print-then-panic", "count": lines }).to_string();
+    let run = plugin.run(quiet_call(), &verb, &call_info()).await;
     let (kind, text) = trap_kind(&run);
     assert_eq!(kind, TrapKind::Panic, "{text}");
-    assert_eq!(
-        run.guest_output.len(),
-        4 << 10,
-        "kept only the output limit"
+    let output = &run.guest_output;
+    assert_eq!(output.len(), 4 << 10, "kept the output limit: {output}");
+    let panic = "the plugin gave up after 10000 lines";
+    assert!(
+        output.contains(panic),
+        "the panic message is kept: {output}"
     );
-    assert!(run.guest_output.bytes().all(|b| b == b'y'));
+    assert!(text.contains(panic), "and reported with the trap: {text}");
+    // The tail is the end of what was written: the last line, then the panic (on stderr).
+    let line = |n: u32| format!("line {n} of {lines}: the plugin is chatty before it dies\n");
+    let last = line(lines - 1);
+    let after_last = output.find(&last).expect("the last line is kept") + last.len();
+    assert!(output[after_last..].contains(panic), "{output}");
+    assert!(!output.contains(&line(0)), "the first line was pushed out");
+    // Exactly what was written and not kept is counted as dropped.
+    let written: usize =
+        (0..lines).map(|n| line(n).len()).sum::<usize>() + output.len() - after_last;
+    assert_eq!(run.guest_output_dropped + output.len(), written);
 }
 
 /// Every import of the component at `path` that the sandbox does not grant by name: not the

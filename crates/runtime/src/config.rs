@@ -119,7 +119,12 @@ pub struct RunLimits {
     /// Log bytes one run may write through the `log` import; the rest is dropped and
     /// counted. Default 64 KiB.
     pub max_log_bytes: usize,
-    /// Bytes of guest stdout/stderr kept (reported with traps). Default 4 KiB.
+    /// Bytes of guest stdout/stderr kept: the last ones written, in [`Run::guest_output`]
+    /// and reported with traps. Writes past it are never refused; the older bytes are
+    /// pushed out and counted in [`Run::guest_output_dropped`]. Default 4 KiB.
+    ///
+    /// [`Run::guest_output`]: crate::Run::guest_output
+    /// [`Run::guest_output_dropped`]: crate::Run::guest_output_dropped
     pub max_guest_output_bytes: usize,
     /// Largest linear memory one run may grow to, in bytes; at most
     /// [`RuntimeConfig::pool_memory_bytes`]. Default 32 MiB.

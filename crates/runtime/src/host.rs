@@ -6,13 +6,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::verbhost::plugin::{host, sip, types};
 use crate::config::RunLimits;
 use crate::error::TrapKind;
 use crate::meter::CpuMeter;
+use crate::output::OutputTail;
 use crate::{Level, NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, Webhook};
 
 /// The call a plugin runs on, as the embedder provides it: the real SIP dialog in
@@ -52,7 +52,8 @@ pub(crate) struct State<H> {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: Limits,
-    pub(crate) guest_output: MemoryOutputPipe,
+    /// The guest's stdout and stderr, the last `max_guest_output_bytes` of them.
+    pub(crate) guest_output: OutputTail,
     pub(crate) meter: CpuMeter,
     bounds: Bounds,
     host_calls: u32,
@@ -156,7 +157,7 @@ impl<H: CallHost> State<H> {
         counts: StoreCounts,
         epoch_tick: Duration,
     ) -> Self {
-        let guest_output = MemoryOutputPipe::new(config.max_guest_output_bytes);
+        let guest_output = OutputTail::new(config.max_guest_output_bytes);
         let wasi = WasiCtx::builder()
             .stdout(guest_output.clone())
             .stderr(guest_output.clone())

@@ -37,7 +37,8 @@
 //! atomically while calls run, with one level of rollback (see the [`registry`] module).
 //!
 //! WASI is linked with nothing granted: no files, environment, sockets or clocks. stdout and
-//! stderr go to a small in-memory buffer that is reported with traps. Plugins may import only
+//! stderr go to a small in-memory ring that keeps their last bytes (never refusing a write,
+//! counting what it pushes out) and is reported with traps. Plugins may import only
 //! the contract, `wasi:io`, `wasi:cli` and the insecure-random interfaces Rust's `HashMap`
 //! uses (seeded deterministically); anything else is refused at load with the import named.
 
@@ -48,6 +49,7 @@ pub mod contract;
 mod error;
 mod host;
 mod meter;
+mod output;
 mod plugin;
 mod pool;
 pub mod registry;

@@ -486,8 +486,12 @@ pub struct Run<H> {
     pub outcome: Result<Outcome, RunError>,
     /// The call host, as the run left it.
     pub host: H,
-    /// The tail of the guest's stdout/stderr.
+    /// The tail of the guest's stdout and stderr (one stream, in the order written): at most
+    /// [`RunLimits::max_guest_output_bytes`] bytes, the last ones written.
     pub guest_output: String,
+    /// Bytes of guest stdout/stderr written but not in [`Run::guest_output`]: pushed out of
+    /// the tail by later output. The guest's writes are never refused.
+    pub guest_output_dropped: usize,
     /// Log bytes dropped because the run wrote more than its limit.
     pub log_dropped: usize,
     /// The guest CPU time charged to the run against [`RunLimits::cpu_ms`].
@@ -597,6 +601,7 @@ impl<H: CallHost> Plugin<H> {
                     outcome: Err(err),
                     host,
                     guest_output: String::new(),
+                    guest_output_dropped: 0,
                     log_dropped: 0,
                     cpu_time: Duration::ZERO,
                 };
@@ -617,8 +622,7 @@ impl<H: CallHost> Plugin<H> {
         };
         store.data_mut().meter.pause();
         let cpu_time = store.data().meter.used();
-        let guest_output =
-            String::from_utf8_lossy(&store.data().guest_output.contents()).into_owned();
+        let (guest_output, guest_output_dropped) = store.data().guest_output.text();
         let log_dropped = store.data().log_dropped();
         let outcome = outcome.map_err(|err| match err {
             RunError::Trap {
@@ -641,6 +645,7 @@ impl<H: CallHost> Plugin<H> {
             outcome,
             host,
             guest_output,
+            guest_output_dropped,
             log_dropped,
             cpu_time,
         }

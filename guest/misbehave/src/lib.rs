@@ -153,6 +153,15 @@ impl Plugin for Misbehave {
                 }
                 payload["written"] = mib.saturating_mul(2 << 20).into();
             }
+            // Lines on stdout (`count` of them, default 10 000, about 500 KiB), then a panic:
+            // the panic message is the last thing the guest writes (to stderr).
+            "print-then-panic" => {
+                let lines = if count == 0 { 10_000 } else { count };
+                for n in 0..lines {
+                    println!("line {n} of {lines}: the plugin is chatty before it dies");
+                }
+                panic!("the plugin gave up after {lines} lines");
+            }
             "bad-payload" => {
                 return Ok(Completion {
                     event,

@@ -52,7 +52,7 @@ MODES = {
     "stack": "plugin-trap",
     "panic": "plugin-trap",
     "trap-mid-transfer": "plugin-trap",
-    "huge-output": "plugin-trap",
+    "print-then-panic": "plugin-trap",
     "refer-flood": "plugin-trap",
     "host-call-flood": "plugin-trap",
     "huge-log": "plugin-trap",
