@@ -14,6 +14,10 @@
 //!   Each records what it sent and received ([`Seen`]), so a test can assert on the SIP
 //!   ladder and the demo can draw it.
 //!
+//! A test uses it as a dev-dependency (`verbhost-testkit.workspace = true` under
+//! `[dev-dependencies]`) and imports what it needs, e.g. `use verbhost_testkit::Receiver;`.
+//! Only `verbhost demo` uses it outside tests; the server library never depends on it.
+//!
 //! A whole `sip:refer` transfer without sipp:
 //!
 //! ```no_run

@@ -114,11 +114,6 @@ impl Receiver {
         Ok(Receiver { addr, inner })
     }
 
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:<port>/`
     pub fn base(&self) -> String {
         format!("http://{}/", self.addr)
