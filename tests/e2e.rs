@@ -8,8 +8,6 @@
 mod baresip;
 #[path = "support/sipp.rs"]
 mod sipp;
-#[path = "support/webhooks.rs"]
-mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +18,7 @@ use sha2::Sha256;
 use tokio::process::{Child, Command};
 use verbhost_sip::endpoint::CallError;
 use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
-use webhooks::{Big, BigAnswers, Hit, Receiver, Reply};
+use verbhost_testkit::{Big, BigAnswers, Hit, Receiver, Reply};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -11,8 +11,6 @@
 
 #[path = "support/sipp.rs"]
 mod sipp;
-#[path = "support/webhooks.rs"]
-mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +19,7 @@ use axum::Json;
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-use webhooks::Receiver;
+use verbhost_testkit::Receiver;
 
 /// Each hostile mode of the misbehave plugin, with the error it must end in: the
 /// `completion_reason` of its VERB_ERROR and, for traps, the trap kind counted in /metrics.

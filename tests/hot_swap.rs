@@ -11,8 +11,6 @@
 mod sipp;
 #[path = "support/variants.rs"]
 mod variants;
-#[path = "support/webhooks.rs"]
-mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use verbhost_server::config::Config;
 use verbhost_server::{Server, ServerHandle};
-use webhooks::Receiver;
+use verbhost_testkit::Receiver;
 
 const TOKEN: &str = "swap-test-token";
 

@@ -365,8 +365,7 @@ pub(crate) fn backoff(base: Duration, n: u32) -> Duration {
 }
 
 #[cfg(test)]
-#[path = "../../../tests/support/webhooks.rs"]
-mod support;
+use verbhost_testkit as support;
 
 #[cfg(test)]
 mod tests {

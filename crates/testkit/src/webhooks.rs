@@ -1,11 +1,6 @@
-//! Test support: a real HTTP webhook receiver on loopback that records every request in
-//! order and answers each path with scripted replies, and [`BigAnswers`], a bare HTTP/1.1
+//! The webhook side: [`Receiver`], a real HTTP server on loopback that records every request
+//! in order and answers each path with scripted replies, and [`BigAnswers`], a bare HTTP/1.1
 //! server that sends answers of any size (declared or chunked) without holding them.
-//!
-//! Integration tests include this file with `#[path = "support/webhooks.rs"] mod webhooks;`
-//! (the host's unit tests too, with a path relative to theirs).
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,12 +14,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::Value;
 
+use crate::{Error, lock};
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The HTTP method (`POST`, `GET`, ...).
     pub method: String,
-    /// Path and query.
+    /// Path and query, as requested (`/event?x=1`).
     pub path: String,
+    /// The request headers, names in lower case (a repeated header keeps its last value;
+    /// a value that is not text reads as empty).
     pub headers: HashMap<String, String>,
     /// The raw body.
     pub raw: Vec<u8>,
@@ -35,12 +35,16 @@ pub struct Hit {
 /// A scripted answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status (an invalid code answers 200).
     pub status: u16,
+    /// The body (a verb list in JSON, for a call hook or an actionHook).
     pub body: String,
+    /// How long to wait before answering (to test the host's timeouts).
     pub delay: Duration,
 }
 
 impl Reply {
+    /// A 200 with this body, at once.
     pub fn ok(body: impl Into<String>) -> Reply {
         Reply {
             status: 200,
@@ -49,6 +53,7 @@ impl Reply {
         }
     }
 
+    /// This status with no body, at once.
     pub fn status(status: u16) -> Reply {
         Reply {
             status,
@@ -57,6 +62,7 @@ impl Reply {
         }
     }
 
+    /// The same answer, given after `delay`.
     pub fn after(mut self, delay: Duration) -> Reply {
         self.delay = delay;
         self
@@ -70,7 +76,10 @@ struct Inner {
     replies: HashMap<String, Vec<Reply>>,
 }
 
-/// The receiver; dropped with the test's runtime.
+/// An application's web server on loopback: records every request, in arrival order, and
+/// answers each path with its scripted [`Reply`]s. Clones share the same records. It serves
+/// until the tokio runtime it started on ends. Request bodies over 2 MiB are refused (413,
+/// not recorded).
 #[derive(Clone)]
 pub struct Receiver {
     addr: SocketAddr,
@@ -79,15 +88,30 @@ pub struct Receiver {
 
 impl Receiver {
     /// Starts on 127.0.0.1 with an ephemeral port. Unscripted paths answer 200 with no body.
+    ///
+    /// # Panics
+    ///
+    /// When the port cannot be bound (a test convenience; see [`Receiver::try_start`]).
     pub async fn start() -> Receiver {
+        Receiver::try_start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Receiver::start`], with the bind failure as an error.
+    pub async fn try_start() -> Result<Receiver, Error> {
+        let bind = |source| Error::Bind {
+            party: "webhook receiver",
+            source,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind the webhook receiver");
-        let addr = listener.local_addr().expect("receiver address");
+            .map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let inner: Arc<Mutex<Inner>> = Arc::default();
         let app = Router::new().fallback(handle).with_state(inner.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { addr, inner }
+        Ok(Receiver { addr, inner })
     }
 
     /// `http://127.0.0.1:<port>/`
@@ -102,16 +126,12 @@ impl Receiver {
 
     /// Scripts the replies for `path`, used in turn (the last repeats).
     pub fn reply(&self, path: &str, replies: Vec<Reply>) {
-        self.inner
-            .lock()
-            .unwrap()
-            .replies
-            .insert(path.to_owned(), replies);
+        lock(&self.inner).replies.insert(path.to_owned(), replies);
     }
 
     /// Every request so far, in arrival order.
     pub fn hits(&self) -> Vec<Hit> {
-        self.inner.lock().unwrap().hits.clone()
+        lock(&self.inner).hits.clone()
     }
 
     /// The paths requested so far, in order.
@@ -140,7 +160,7 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, String) {
     let reply = {
-        let mut inner = inner.lock().unwrap();
+        let mut inner = lock(&inner);
         inner.hits.push(Hit {
             method: method.to_string(),
             path: uri.to_string(),
@@ -167,7 +187,7 @@ async fn handle(
     )
 }
 
-/// How [`BigAnswers`] answers one request: always a 200.
+/// How [`BigAnswers`] answers one request: always a 200 (bodies of spaces are not JSON).
 #[derive(Debug, Clone)]
 pub enum Big {
     /// `len` spaces, sent chunked (no `Content-Length`).
@@ -192,6 +212,10 @@ pub struct BigAnswers {
 
 impl BigAnswers {
     /// Starts with an ephemeral port; `script` maps a path to its answers, used in turn.
+    ///
+    /// # Panics
+    ///
+    /// When the port cannot be bound (it is for tests only).
     pub async fn start(script: Vec<(&str, Vec<Big>)>) -> BigAnswers {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -223,12 +247,7 @@ impl BigAnswers {
 
     /// Requests received for `path` so far.
     pub fn requests(&self, path: &str) -> usize {
-        self.requests
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        lock(&self.requests).get(path).copied().unwrap_or(0)
     }
 
     /// Body bytes written so far, over every answer.
@@ -261,13 +280,8 @@ impl BigAnswers {
             .to_owned();
         let target = line.split(' ').nth(1).unwrap_or("/");
         let path = target.split('?').next().unwrap_or(target).to_owned();
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry(path.clone())
-            .or_default() += 1;
-        let answer = match script.lock().unwrap().get_mut(&path) {
+        *lock(&self.requests).entry(path.clone()).or_default() += 1;
+        let answer = match lock(&script).get_mut(&path) {
             Some(answers) if answers.len() > 1 => Some(answers.remove(0)),
             Some(answers) => answers.first().cloned(),
             None => None,
