@@ -159,8 +159,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Lower-case hex sha256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex sha256 of `bytes`: how a plugin's wasm is named in the cache, the registry
+/// and the admin API.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -54,7 +54,7 @@ mod plugin;
 mod pool;
 pub mod registry;
 
-pub use cache::CacheStats;
+pub use cache::{CacheStats, sha256_hex};
 pub use config::{LimitsError, RunLimits, RuntimeConfig};
 pub use contract::{ContractError, ContractVersion};
 pub use error::{LoadError, RunError, TrapKind};

@@ -21,11 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use verbhost_mock::MockHost;
 use verbhost_runtime::{
     Compiled, LoadError, Origin, Plugin, PluginInfo, Registry, RollbackError, Runtime, Swap,
-    Version, VersionInfo,
+    Version, VersionInfo, sha256_hex,
 };
 
 use crate::bridge::SipCallHost;
@@ -279,7 +278,7 @@ impl Plugins {
                 return Verdict::Rejected(rejected);
             }
         };
-        let sha256 = hex_sha256(&bytes);
+        let sha256 = sha256_hex(&bytes);
         // Checked under the lock: two events for one write must not install it twice.
         let _one_at_a_time = self.deploying.lock().await;
         if self.seen_sha(path).as_deref() == Some(sha256.as_str()) {
@@ -317,7 +316,7 @@ impl Plugins {
     /// name). Saved into the plugin directory (write, then rename) once it has passed, so a
     /// restart serves it too; without a plugin directory it lives until the restart.
     pub(crate) async fn upload(&self, name: &str, bytes: Vec<u8>) -> Verdict {
-        let sha256 = hex_sha256(&bytes);
+        let sha256 = sha256_hex(&bytes);
         // It replaces the file that serves `name` now, or becomes `<plugin name>.wasm`.
         let current_file = self.registry.get(name).and_then(|v| match v.origin() {
             Origin::File(path) => Some(path.clone()),
@@ -462,7 +461,7 @@ impl Plugins {
             .runtime
             .compile(bytes)
             .await
-            .map_err(|err| refuse("compile", &hex_sha256(bytes), err.to_string()))?;
+            .map_err(|err| refuse("compile", &sha256_hex(bytes), err.to_string()))?;
         let sha = compiled.sha256().to_owned();
         let plugin = self
             .runtime
@@ -630,13 +629,6 @@ async fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             Err(err)
         }
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn verb_name_ok(verb: &str) -> bool {

@@ -463,6 +463,9 @@ impl Session {
         if run.log_dropped > 0 {
             tracing::warn!(call_sid = %sid, verb = %verb.name, bytes = run.log_dropped, "plugin log over its limit; dropped");
         }
+        if run.guest_output_dropped > 0 {
+            tracing::debug!(call_sid = %sid, verb = %verb.name, bytes = run.guest_output_dropped, "plugin stdout/stderr over limits.max_guest_output_bytes; only its tail is kept");
+        }
         let outcome = match run.outcome {
             Ok(outcome) => outcome,
             Err(err) => {
