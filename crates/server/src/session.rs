@@ -447,7 +447,7 @@ impl Session {
                 self.shared.plugins.verbs().join(", ")
             );
             return self
-                .verb_failed(verb, VerbFailure::NoPlugin, &why, events, summary)
+                .verb_failed(verb, VerbFailure::NoPlugin, &why, &why, events, summary)
                 .await;
         };
         let host = SipCallHost {
@@ -481,7 +481,10 @@ impl Session {
                     _ => VerbFailure::PluginFailed,
                 };
                 let why = err.to_string();
-                return self.verb_failed(verb, reason, &why, events, summary).await;
+                let detail = run_detail(&err);
+                return self
+                    .verb_failed(verb, reason, &why, &detail, events, summary)
+                    .await;
             }
         };
         summary.completed_verbs += 1;
@@ -532,6 +535,7 @@ impl Session {
         verb: &AppVerb,
         reason: VerbFailure,
         why: &str,
+        detail: &str,
         events: &EventQueue,
         summary: &mut Summary,
     ) -> Next {
@@ -543,7 +547,7 @@ impl Session {
         payload.insert("event".into(), "VERB_ERROR".into());
         payload.insert("verb".into(), verb.name.clone().into());
         payload.insert("completion_reason".into(), reason.into());
-        payload.insert("completion_detail".into(), why.into());
+        payload.insert("completion_detail".into(), detail.into());
         if let Some(id) = &verb.id {
             payload.insert("verb_id".into(), id.clone().into());
         }
@@ -636,6 +640,45 @@ impl Session {
         }
         self.journal
             .record(json!({"type": "bye.sent", "call_sid": self.ids.call_sid, "why": why}));
+    }
+}
+
+/// Longest `completion_detail` posted to an application, in bytes.
+const MAX_DETAIL_BYTES: usize = 512;
+
+/// `text` cut to its first line and at most [`MAX_DETAIL_BYTES`].
+fn bounded(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut end = line.len().min(MAX_DETAIL_BYTES);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_owned()
+}
+
+/// What an application is told about a failed run (`completion_detail`): one bounded line. For
+/// a trap, its kind and the last line the guest wrote (where a panic message lands) or else the
+/// trap's root cause; the wasm backtrace and the rest of the output stay in the log.
+fn run_detail(err: &RunError) -> String {
+    match err {
+        RunError::Trap {
+            kind,
+            message,
+            guest_output,
+        } => {
+            let last = |text: &str| {
+                text.lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|line| !line.is_empty())
+                    .map(str::to_owned)
+            };
+            let cause = last(guest_output)
+                .or_else(|| last(message))
+                .unwrap_or_default();
+            bounded(&format!("plugin trapped ({kind}): {cause}"))
+        }
+        other => bounded(&other.to_string()),
     }
 }
 
@@ -817,6 +860,35 @@ mod tests {
         let info = call_info(&ids, "<sip:a@b>", "<sip:c@d>", Some("pstn.example"));
         assert_eq!(info.default_domain, "pstn.example");
         assert_eq!((ids.from.as_str(), ids.to.as_str()), ("+4930111", "app"));
+    }
+
+    #[test]
+    fn a_failure_detail_is_one_bounded_line_with_the_cause() {
+        let trap = RunError::Trap {
+            kind: verbhost_runtime::TrapKind::Panic,
+            message: "error while executing at wasm backtrace:\n    0: 0x1f2 - run\n\nwasm trap: unreachable".into(),
+            guest_output: "thread panicked at src/lib.rs:9:5:\nthe plugin gave up on purpose\n".into(),
+        };
+        assert_eq!(
+            run_detail(&trap),
+            "plugin trapped (panic): the plugin gave up on purpose"
+        );
+        let silent = RunError::Trap {
+            kind: verbhost_runtime::TrapKind::Panic,
+            message: "error while executing at wasm backtrace:\n    0: 0x1f2 - run\n\nwasm trap: unreachable".into(),
+            guest_output: String::new(),
+        };
+        assert_eq!(
+            run_detail(&silent),
+            "plugin trapped (panic): wasm trap: unreachable"
+        );
+        let long = "é".repeat(400);
+        let cut = bounded(&long);
+        assert!(
+            cut.len() <= MAX_DETAIL_BYTES && long.starts_with(&cut),
+            "{}",
+            cut.len()
+        );
     }
 
     #[tokio::test]
