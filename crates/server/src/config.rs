@@ -174,8 +174,8 @@ pub struct PluginsConfig {
     pub quiet_ms: u64,
     /// Where compiled plugins are cached, keyed by the file's SHA-256 and the engine's
     /// build, so a restart or a swap back does not compile again. Default: `.cache` in `dir`,
-    /// or none without a plugin directory. Only verbhost should be able to write it: a
-    /// cached entry is trusted native code.
+    /// or the user's cache directory without a plugin directory. Only verbhost should be able
+    /// to write it: a cached entry is trusted native code.
     pub cache_dir: Option<PathBuf>,
     /// Compile without the cache.
     pub no_cache: bool,
@@ -197,7 +197,10 @@ impl Default for PluginsConfig {
 }
 
 impl PluginsConfig {
-    /// The cache directory in force, if any.
+    /// The cache directory in force, if any: `cache_dir`, else `.cache` in the plugin
+    /// directory, else the user's cache directory (`$XDG_CACHE_HOME/verbhost` or
+    /// `~/.cache/verbhost`), so that even the built-in plugin is not compiled again at every
+    /// start.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
@@ -205,6 +208,13 @@ impl PluginsConfig {
         self.cache_dir
             .clone()
             .or_else(|| self.dir.as_ref().map(|dir| dir.join(".cache")))
+            .or_else(|| {
+                let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty());
+                let base = xdg.map(PathBuf::from).or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
+                })?;
+                Some(base.join("verbhost"))
+            })
     }
 }
 
@@ -610,6 +620,24 @@ mod tests {
             config.sip.from = good.into();
             assert!(config.check().is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn an_admin_api_off_loopback_needs_a_token() {
+        let mut config = Config::default();
+        config.admin.listen = Some("0.0.0.0:9090".parse().unwrap());
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.starts_with("--admin (admin.listen) 0.0.0.0:9090 is not a loopback address"),
+            "{err}"
+        );
+        config.admin.token = Some(String::new());
+        assert!(config.check().is_err(), "an empty token is no token");
+        config.admin.token = Some("s3cret".into());
+        assert!(config.check().is_ok());
+        config.admin.listen = Some("127.0.0.1:9090".parse().unwrap());
+        config.admin.token = None;
+        assert!(config.check().is_ok(), "loopback needs no token");
     }
 
     #[test]
