@@ -150,12 +150,15 @@ impl Plugins {
             deploying: tokio::sync::Mutex::new(()),
             watch: Mutex::new(None),
         });
-        match plugins
-            .deploy(verbhost_guests::SIP_REFER_WASM, builtin(), |_| {
-                Ok((builtin(), None))
-            })
-            .await
-        {
+        let verdict = {
+            let _one_at_a_time = plugins.deploying.lock().await;
+            plugins
+                .deploy(verbhost_guests::SIP_REFER_WASM, builtin(), |_| {
+                    Ok((builtin(), None))
+                })
+                .await
+        };
+        match verdict {
             Verdict::Rejected(rejected) => {
                 return Err(ServerError::Builtin(LoadError::Describe(rejected.cause)));
             }
@@ -171,9 +174,8 @@ impl Plugins {
         if files.is_empty() {
             tracing::warn!(dir = %dir.display(), "no .wasm plugins in the plugin directory");
         }
-        for file in files {
-            plugins.deploy_file(&file).await;
-        }
+        // Watch first, then load: a file written meanwhile is not missed (one seen twice is
+        // loaded once, by its sha256).
         if plugins.config.watch {
             plugins
                 .watch_dir(&dir)
@@ -181,6 +183,9 @@ impl Plugins {
                     dir: dir.clone(),
                     source: std::io::Error::other(source),
                 })?;
+        }
+        for file in files {
+            plugins.deploy_file(&file).await;
         }
         Ok(plugins)
     }
