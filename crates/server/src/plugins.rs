@@ -102,7 +102,7 @@ pub(crate) struct Rejected {
     pub(crate) source: String,
     pub(crate) sha256: String,
     /// Which check refused it: `read`, `compile`, `load`, `describe`, `limits`,
-    /// `scenarios`, `name` or `save`.
+    /// `scenarios` or `name`.
     pub(crate) stage: &'static str,
     pub(crate) cause: String,
 }
