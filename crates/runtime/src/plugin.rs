@@ -231,30 +231,39 @@ impl<H: CallHost> Runtime<H> {
         self.instantiate(&compiled).await
     }
 
-    /// Reads and compiles a plugin file. A file larger than
-    /// [`RuntimeConfig::max_plugin_bytes`] is refused from its length, without reading it.
+    /// Reads and compiles a plugin file ([`Runtime::read_file`], then [`Runtime::compile`]).
     pub async fn compile_file(&self, path: &std::path::Path) -> Result<Compiled, LoadError> {
+        let bytes = self.read_file(path).await?;
+        self.compile(&bytes).await
+    }
+
+    /// Reads a plugin file, at most [`RuntimeConfig::max_plugin_bytes`]: a larger file is
+    /// refused from its length, without reading it, and one that grows while it is read is
+    /// refused after one byte past the limit.
+    pub async fn read_file(&self, path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
         let read_error = |source| LoadError::Read {
             path: path.display().to_string(),
             source,
         };
         let limit = self.shared.config.max_plugin_bytes;
+        let too_large = |len: u64| LoadError::TooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            limit,
+        };
         let file = tokio::fs::File::open(path).await.map_err(read_error)?;
         let len = file.metadata().await.map_err(read_error)?.len();
         if len > limit as u64 {
-            return Err(LoadError::TooLarge {
-                len: usize::try_from(len).unwrap_or(usize::MAX),
-                limit,
-            });
+            return Err(too_large(len));
         }
-        // The file may grow after the check: read at most one byte past the limit, which
-        // `compile` then refuses.
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(limit));
         file.take(limit as u64 + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(read_error)?;
-        self.compile(&bytes).await
+        if bytes.len() > limit {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Compiles and checks a plugin ([`Runtime::compile`], then [`Runtime::instantiate`]).

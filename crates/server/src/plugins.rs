@@ -260,14 +260,15 @@ impl Plugins {
         }
     }
 
-    /// Reads `path` and deploys it, unless its bytes are what it already served or was
-    /// refused as.
+    /// Reads `path` (at most `pool.max_plugin_bytes`) and deploys it, unless its bytes are
+    /// what the file already serves.
     pub(crate) async fn deploy_file(&self, path: &Path) -> Verdict {
-        let limit = self.max_plugin_bytes();
-        let bytes = match read_bounded(path, limit).await {
+        let bytes = match self.runtime.read_file(path).await {
             Ok(bytes) => bytes,
             // Renamed away or deleted between the event and the read: its removal follows.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoadError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Verdict::Unchanged {
                     sha256: String::new(),
                 };
@@ -601,20 +602,6 @@ fn scenario_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// Reads at most `limit` bytes; a longer file is an error naming the limit.
-async fn read_bounded(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await?;
-    let mut bytes = Vec::new();
-    file.take(limit as u64 + 1).read_to_end(&mut bytes).await?;
-    if bytes.len() > limit {
-        return Err(std::io::Error::other(format!(
-            "the file is larger than the {limit} bytes a plugin may have (pool.max_plugin_bytes)"
-        )));
-    }
-    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` through a hidden temporary file in the same directory and a
