@@ -1843,6 +1843,198 @@ async fn during_a_sigterm_drain_options_probes_get_503() {
     assert_eq!(receiver.paths(), ["/event", "/event", "/event", "/action"]);
 }
 
+/// Issue 11: a call still in progress when the drain times out is hung up by verbhost, and
+/// the call is reported as ended by verbhost (`by_remote=false`), not by the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_hung_up_at_the_drain_timeout_is_reported_as_verbhosts_hangup() {
+    if !sipp::require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": receiver.url("/action"), "eventHook": receiver.url("/event")}]).to_string(),
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28860",
+            "--app",
+            app.path.to_str().unwrap(),
+            "--drain-timeout",
+            "1",
+        ],
+        28861,
+    )
+    .await;
+    // The slow transferee pauses 2.5 s before its final NOTIFY: past the 1 s drain timeout.
+    let caller = sipp_caller("uac-transferee-slow.xml", 28870, 28860);
+    let hits = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 2, "{}", server.log());
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+    // sipp expected the final NOTIFY's answer, not our BYE: its own outcome is not the point.
+    let _ = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await;
+    assert!(log.contains("drain timeout"), "{log}");
+    let ended: Vec<&str> = log.lines().filter(|l| l.contains("call ended")).collect();
+    assert_eq!(ended.len(), 1, "{log}");
+    assert!(ended[0].contains("by_remote=false"), "{log}");
+}
+
+/// Issue 11: every SIP message sent and received goes to `--hep ADDR` as a HEP v3 packet, and
+/// sngrep, listening for HEP (`-L udp:ADDR`), decodes it and writes it to its pcap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hep_export_is_received_and_decoded_by_sngrep() {
+    if !sipp::require("sngrep") {
+        return;
+    }
+    let pcap = TempFile::new("hep.pcap", "");
+    let hep_port = 28862;
+    let mut sngrep = Command::new("sngrep")
+        .args(["-N", "-q", "-L", &format!("udp:127.0.0.1:{hep_port}"), "-O"])
+        .arg(&pcap.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sngrep starts");
+    // sngrep is listening once its port can no longer be bound.
+    let mut listening = false;
+    for _ in 0..250 {
+        if std::net::UdpSocket::bind(("127.0.0.1", hep_port)).is_err() {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listening, "sngrep did not bind 127.0.0.1:{hep_port}");
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example"}]).to_string(),
+    );
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28863",
+            "--app",
+            app.path.to_str().unwrap(),
+            // A host name, resolved at start.
+            "--hep",
+            &format!("localhost:{hep_port}"),
+        ],
+        28864,
+    )
+    .await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let branch = format!("z9hG4bK-hep-{}", std::process::id());
+    let (first, _) = probe_options(&socket, "127.0.0.1:28863", &branch);
+    assert_eq!(first, "SIP/2.0 200 OK");
+    // The export is asynchronous: both packets are out once the counter says so.
+    let sent = r#"verbhost_sip_hep_packets_total{result="sent"} 2"#;
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server.get("/metrics").await.1;
+        if metrics.contains(sent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(sent), "{metrics}");
+    assert!(
+        metrics.contains(r#"verbhost_sip_hep_packets_total{result="queue_full"} 0"#),
+        "{metrics}"
+    );
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+    // sngrep flushes its pcap when it exits on SIGTERM.
+    let pid = sngrep.id().expect("sngrep running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = tokio::time::timeout(Duration::from_secs(10), sngrep.wait()).await;
+    let captured = std::fs::read(&pcap.path).unwrap();
+    let text = String::from_utf8_lossy(&captured);
+    let call_id = format!("Call-ID: {branch}@127.0.0.1");
+    assert!(
+        text.contains(&format!(
+            "OPTIONS sip:127.0.0.1:28863 SIP/2.0\r\nVia: SIP/2.0/UDP"
+        )),
+        "sngrep's pcap lacks the OPTIONS ({} bytes):\n{text}",
+        captured.len()
+    );
+    assert!(text.contains("SIP/2.0 200 OK\r\n"), "no 200 OK:\n{text}");
+    assert_eq!(text.matches(&call_id).count(), 2, "{text}");
+}
+
+/// Issue 11: socket addresses take host names (resolved at start), in flags and in the config
+/// file, and relative paths in the config file are relative to the file's directory, not to
+/// the working directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_take_host_names_and_config_paths_are_relative_to_the_file() {
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example"}]).to_string(),
+    );
+    let config = app.dir.join("verbhost.toml");
+    std::fs::write(
+        &config,
+        "[sip]\nlisten = \"localhost:28865\"\n[app]\nfile = \"app.json\"\n",
+    )
+    .unwrap();
+    // The working directory is the repository root, where there is no app.json.
+    let server = Server::start(&["--config", config.to_str().unwrap()], 28866).await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (first, _) = probe_options(&socket, "127.0.0.1:28865", "z9hG4bK-names");
+    assert_eq!(first, "SIP/2.0 200 OK");
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+    // The same with flags: --sip and --admin as names.
+    let child = verbhost()
+        .args([
+            "serve",
+            "--sip",
+            "localhost:28867",
+            "--admin",
+            "localhost:28868",
+            "--app",
+        ])
+        .arg(&app.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("verbhost serve starts");
+    let server = Server {
+        child,
+        admin: "127.0.0.1:28868".into(),
+        log: TempFile::new("unused.log", ""),
+    };
+    let mut up = false;
+    for _ in 0..300 {
+        if reqwest::get("http://127.0.0.1:28868/health").await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        up,
+        "verbhost serve --sip localhost:... --admin localhost:... did not come up"
+    );
+    let (first, _) = probe_options(&socket, "127.0.0.1:28867", "z9hG4bK-flags");
+    assert_eq!(first, "SIP/2.0 200 OK");
+    let (code, _) = server.stop().await;
+    assert_eq!(code, 0);
+}
+
 /// Issue 9: behind a record-routing proxy a REFER sent right behind the 200 can overtake it.
 /// The host holds its REFER until the ACK: a caller that ACKs 300 ms late gets no REFER
 /// before its ACK (the scenario fails on one) and the transfer still completes.

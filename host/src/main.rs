@@ -79,10 +79,11 @@ struct Common {
         hide_env_values = true
     )]
     webhook_secret: Option<String>,
-    /// Log format on stderr.
+    /// Log format on stderr [default: text, or log.format].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `verbhost=debug` (RUST_LOG overrides it).
+    /// Log filter, e.g. `info` or `verbhost=debug` (RUST_LOG overrides it) [default: info, or
+    /// log.level].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
     /// Print every SIP message sent and received on stderr, sngrep style, with the messages
@@ -95,10 +96,11 @@ struct Common {
 enum Command {
     /// Answer inbound calls and run the application on each.
     Serve {
-        /// Address to listen for SIP on.
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen for SIP on: IP:PORT or HOSTNAME:PORT [default: 127.0.0.1:5060, or
+        /// sip.listen].
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         sip: Option<SocketAddr>,
-        /// SIP transport.
+        /// SIP transport [default: udp, or sip.transport].
         #[arg(long, value_enum)]
         transport: Option<Transport>,
         /// The application: a JSON file holding an array of verbs.
@@ -107,8 +109,9 @@ enum Command {
         /// The application: a URL POSTed each call's details, answering with the verb array.
         #[arg(long, value_name = "URL")]
         call_hook: Option<String>,
-        /// Serve the admin API (/metrics, /health, /plugins) on this address.
-        #[arg(long, value_name = "ADDR")]
+        /// Serve the admin API (/metrics, /health, /plugins) on this address, IP:PORT or
+        /// HOSTNAME:PORT [default: off, or admin.listen].
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         admin: Option<SocketAddr>,
         /// The bearer token the admin API's /plugins endpoints require (needed when --admin
         /// is not a loopback address).
@@ -119,9 +122,15 @@ enum Command {
             hide_env_values = true
         )]
         admin_token: Option<String>,
-        /// On SIGTERM/SIGINT, how long calls in progress may run on before they are hung up.
+        /// On SIGTERM/SIGINT, how long calls in progress may run on before they are hung up
+        /// [default: 30, or server.drain_timeout_s].
         #[arg(long, value_name = "SECONDS")]
         drain_timeout: Option<u64>,
+        /// Send a copy of every SIP message sent and received as a HEP v3 packet over UDP to
+        /// ADDR (Homer, `sngrep -L udp:ADDR`), IP:PORT or HOSTNAME:PORT [default: off, or
+        /// log.hep].
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+        hep: Option<SocketAddr>,
         #[command(flatten)]
         common: Common,
     },
@@ -134,13 +143,13 @@ enum Command {
         /// The application: a JSON file holding an array of verbs.
         #[arg(long, value_name = "FILE")]
         app: PathBuf,
-        /// Local SIP address to place the call from.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        /// Local SIP address to place the call from, IP:PORT or HOSTNAME:PORT.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = socket_addr)]
         bind: SocketAddr,
-        /// SIP transport.
+        /// SIP transport [default: udp, or sip.transport].
         #[arg(long, value_enum)]
         transport: Option<Transport>,
-        /// The From URI of the call.
+        /// The From URI of the call [default: sip:verbhost@127.0.0.1, or sip.from].
         #[arg(long, value_name = "URI")]
         from: Option<String>,
         #[command(flatten)]
@@ -167,6 +176,17 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+}
+
+/// A socket address flag: an IP address or a host name (resolved now), with a port.
+fn socket_addr(value: &str) -> Result<SocketAddr, String> {
+    config::resolve_addr(value).map_err(|err| {
+        let mut text = err.to_string();
+        if let Some(cause) = std::error::Error::source(&err) {
+            text = format!("{text}: {cause}");
+        }
+        text
+    })
 }
 
 impl Common {
@@ -233,6 +253,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin,
             admin_token,
             drain_timeout,
+            hep,
             common,
         } => {
             let mut config = common.config()?;
@@ -255,6 +276,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             if let Some(drain) = drain_timeout {
                 config.server.drain_timeout_s = drain;
+            }
+            if let Some(hep) = hep {
+                config.log.hep = Some(hep);
             }
             serve::run(config).await?;
             Ok(ExitCode::SUCCESS)

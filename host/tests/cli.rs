@@ -269,3 +269,100 @@ fn call_refuses_a_target_that_is_not_a_sip_uri_and_an_empty_application_without_
         assert!(stdout.is_empty(), "nothing dialled: {args:?}: {stdout}");
     }
 }
+
+#[test]
+fn serve_help_shows_every_default() {
+    let output = verbhost(&["serve", "--help"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // One line per flag in the short help; the defaults are the config's own.
+    let defaults = verbhost_server::Config::default();
+    let line = |flag: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in:\n{stdout}"))
+            .to_owned()
+    };
+    let sip = format!("[default: {}, or sip.listen]", defaults.sip.listen);
+    let drain = format!(
+        "[default: {}, or server.drain_timeout_s]",
+        defaults.server.drain_timeout_s
+    );
+    let level = format!("[default: {}, or", defaults.log.level);
+    for (flag, shown) in [
+        ("--sip <ADDR>", sip.as_str()),
+        ("--transport", "[default: udp, or sip.transport]"),
+        ("--admin <ADDR>", "[default: off, or admin.listen]"),
+        ("--drain-timeout", drain.as_str()),
+        ("--hep <ADDR>", "[default: off, or log.hep]"),
+        ("--log-format", "[default: text, or log.format]"),
+        ("--log-level", level.as_str()),
+    ] {
+        // clap wraps long help lines: join the flag's line with the next one.
+        let at = stdout.find(&line(flag)).expect("the line");
+        let rest: String = stdout[at..].lines().take(3).collect::<Vec<_>>().join(" ");
+        let rest = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(rest.contains(shown), "{flag}: {shown} not in {rest:?}");
+    }
+}
+
+#[test]
+fn an_address_that_does_not_resolve_is_refused_with_the_flag_named() {
+    let app = scratch(
+        "resolve.json",
+        r#"[{"verb": "sip:refer", "referTo": "+4930123"}]"#,
+    );
+    let app = app.to_str().expect("utf-8 path");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["serve", "--app", app, "--sip", "no-such-host.invalid:5060"],
+            "for '--sip <ADDR>': the host name in \"no-such-host.invalid:5060\" does not resolve",
+        ),
+        (
+            &["serve", "--app", app, "--admin", "127.0.0.1"],
+            "for '--admin <ADDR>': \"127.0.0.1\" is not HOST:PORT",
+        ),
+        (
+            &[
+                "call",
+                "sip:bob@127.0.0.1:9",
+                "--app",
+                app,
+                "--bind",
+                "localhost:port",
+            ],
+            "for '--bind <ADDR>': \"localhost:port\" is not HOST:PORT",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = verbhost_within(args, std::time::Duration::from_secs(20));
+        let (stdout, stderr) = text(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}\n{stdout}\n{stderr}"
+        );
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    // The same checks for the config file, which names the key.
+    let config = scratch(
+        "bad-addr.toml",
+        "[log]\nhep = \"no-such-host.invalid:9060\"\n",
+    );
+    let output = verbhost_within(
+        &[
+            "serve",
+            "--app",
+            app,
+            "--config",
+            config.to_str().expect("utf-8"),
+        ],
+        std::time::Duration::from_secs(20),
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("hep"), "{stderr}");
+    assert!(stderr.contains("does not resolve"), "{stderr}");
+}

@@ -34,7 +34,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
-    /// Where `serve` listens.
+    /// Where `serve` listens: an IP address or a host name, with a port (a name is resolved
+    /// once, when the file is read).
+    #[serde(deserialize_with = "de_addr")]
     pub listen: SocketAddr,
     /// `udp` or `tcp`.
     pub transport: TransportName,
@@ -288,7 +290,9 @@ impl WebhookConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Where the admin API (`/metrics`, `/health`, `/plugins`) is served; off when unset.
+    /// Where the admin API (`/metrics`, `/health`, `/plugins`) is served; off when unset. An
+    /// IP address or a host name, with a port.
+    #[serde(deserialize_with = "de_opt_addr")]
     pub listen: Option<SocketAddr>,
     /// The bearer token `/plugins` requires. Required when `listen` is not a loopback
     /// address. Also read from `VERBHOST_ADMIN_TOKEN`.
@@ -329,6 +333,12 @@ pub struct LogConfig {
     pub level: String,
     /// Print every SIP message sent and received on stderr, sngrep style (`--sip-trace`).
     pub sip_trace: bool,
+    /// Send a copy of every SIP message sent and received, as a HEP v3 packet over UDP, to
+    /// this address (a Homer capture server, `sngrep -L udp:ADDR`); `--hep`. Off when unset.
+    #[serde(deserialize_with = "de_opt_addr")]
+    pub hep: Option<SocketAddr>,
+    /// The capture agent id in every HEP packet, which tells Homer which node captured it.
+    pub hep_agent_id: u32,
 }
 
 impl Default for LogConfig {
@@ -337,6 +347,8 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
             sip_trace: false,
+            hep: None,
+            hep_agent_id: 1,
         }
     }
 }
@@ -359,10 +371,30 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Self::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Makes the file's relative paths (`app.file`, `plugins.dir`, `plugins.cache_dir`)
+    /// relative to `dir`, the config file's directory, as a user writing the file expects.
+    /// Flags stay relative to the working directory.
+    fn resolve_paths(&mut self, dir: &Path) {
+        for path in [
+            self.app.file.as_mut(),
+            self.plugins.dir.as_mut(),
+            self.plugins.cache_dir.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
     }
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
@@ -445,6 +477,68 @@ pub enum ConfigError {
     /// `--from` / `sip.from` is not a SIP URI.
     #[error("--from (sip.from) {value:?} is not a SIP URI such as sip:verbhost@example.com: {why}")]
     From { value: String, why: &'static str },
+}
+
+/// A socket address that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    /// Not `HOST:PORT`.
+    #[error("{value:?} is not HOST:PORT (such as 127.0.0.1:5060, [::1]:5060 or localhost:5060)")]
+    Syntax { value: String },
+    /// The host name did not resolve.
+    #[error("the host name in {value:?} does not resolve")]
+    Resolve {
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The name resolved, but to no address.
+    #[error("the host name in {value:?} resolves to no address")]
+    NoAddress { value: String },
+}
+
+/// `HOST:PORT` as a socket address: an IP address (`[...]` around IPv6) or a host name, which
+/// is resolved now (blocking, through the system resolver). A name with several addresses
+/// gives its first IPv4 one, else its first one.
+pub fn resolve_addr(value: &str) -> Result<SocketAddr, AddrError> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let syntax = || AddrError::Syntax {
+        value: value.to_owned(),
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(syntax)?;
+    let port: u16 = port.parse().map_err(|_| syntax())?;
+    if host.is_empty() || host.contains([':', '[', ']']) || host.contains(char::is_whitespace) {
+        return Err(syntax());
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|source| AddrError::Resolve {
+            value: value.to_owned(),
+            source,
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| AddrError::NoAddress {
+            value: value.to_owned(),
+        })
+}
+
+/// Deserialises a [`resolve_addr`] address.
+fn de_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let value = String::deserialize(de)?;
+    resolve_addr(&value).map_err(serde::de::Error::custom)
+}
+
+/// Deserialises an optional [`resolve_addr`] address.
+fn de_opt_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+    Option::<String>::deserialize(de)?
+        .map(|value| resolve_addr(&value).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A host (name, IPv4, or `[IPv6]`) with an optional `:port`: what goes after the `@` of a
@@ -638,6 +732,55 @@ mod tests {
         config.admin.listen = Some("127.0.0.1:9090".parse().unwrap());
         config.admin.token = None;
         assert!(config.check().is_ok(), "loopback needs no token");
+    }
+
+    #[test]
+    fn addresses_take_host_names_and_refuse_what_is_not_host_port() {
+        assert_eq!(
+            resolve_addr("127.0.0.1:5060").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 5060))
+        );
+        assert_eq!(resolve_addr("[::1]:5070").unwrap().port(), 5070);
+        // A name resolves, to its IPv4 address first.
+        assert_eq!(
+            resolve_addr("localhost:5060").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 5060))
+        );
+        for bad in ["localhost", "localhost:", ":5060", "a b:5060", "::1:5060", "x:99999"] {
+            let err = resolve_addr(bad).expect_err(bad);
+            assert!(matches!(err, AddrError::Syntax { .. }), "{bad}: {err}");
+        }
+        let err = resolve_addr("no-such-host.invalid:5060").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the host name in \"no-such-host.invalid:5060\" does not resolve"),
+            "{err}"
+        );
+        // In the file too, with the key named.
+        let config = Config::parse("[sip]\nlisten = \"localhost:5080\"\n[log]\nhep = \"localhost:9060\"\n")
+            .unwrap();
+        assert_eq!(config.sip.listen, SocketAddr::from(([127, 0, 0, 1], 5080)));
+        assert_eq!(config.log.hep, Some(SocketAddr::from(([127, 0, 0, 1], 9060))));
+        let err = Config::parse("[admin]\nlisten = \"9090\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        assert!(err.to_string().contains("is not HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_its_directory() {
+        let dir = std::env::temp_dir().join(format!("verbhost-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("verbhost.toml");
+        std::fs::write(
+            &file,
+            "[app]\nfile = \"app.json\"\n[plugins]\ndir = \"plugins\"\ncache_dir = \"/var/cache/v\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.app.file, Some(dir.join("app.json")));
+        assert_eq!(config.plugins.dir, Some(dir.join("plugins")));
+        assert_eq!(config.plugins.cache_dir, Some(PathBuf::from("/var/cache/v")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

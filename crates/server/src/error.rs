@@ -71,6 +71,13 @@ pub enum ServerError {
         #[source]
         source: UnknownVerb,
     },
+    /// The HEP export socket cannot be opened.
+    #[error("cannot open a UDP socket to send HEP to {addr} (--hep, log.hep)")]
+    Hep {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The SIP address cannot be bound.
     #[error("cannot listen for SIP on {addr}")]
     SipBind {

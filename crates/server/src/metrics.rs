@@ -20,6 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use verbhost_runtime::Allocator;
 use verbhost_sip::endpoint::Stats;
+use verbhost_sip::hep::HepStats;
 
 use crate::plugins::Plugins;
 use crate::session::VerbFailure;
@@ -139,6 +140,7 @@ pub(crate) struct Metrics {
     event_hooks_abandoned: Family<CauseLabel, Counter>,
     labels: Labels,
     sip: Arc<SipCollector>,
+    hep: Arc<HepCollector>,
     plugin_swaps: Family<SwapLabels, Counter>,
     plugin_rollbacks: Family<VerbLabel, Counter>,
     plugins: Arc<PluginCollector>,
@@ -354,6 +356,42 @@ impl Collector for SipCollector {
     }
 }
 
+/// The HEP exporter's counters (`--hep`), read at every scrape; nothing is reported
+/// without an exporter.
+#[derive(Debug, Default)]
+struct HepCollector(OnceLock<Arc<HepStats>>);
+
+impl Collector for HepCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Some(stats) = self.0.get() else {
+            return Ok(());
+        };
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "sip_hep_packets",
+            "SIP messages offered to the HEP export (log.hep), by result (sent; queue_full: \
+             dropped from the export because the sender was behind, the call is unaffected; \
+             send_error: the socket refused the packet)",
+            None,
+            ConstCounter::<u64>::default().metric_type(),
+        )?;
+        for (result, count) in [
+            ("sent", get(&stats.sent)),
+            ("queue_full", get(&stats.dropped_queue_full)),
+            ("send_error", get(&stats.send_errors)),
+        ] {
+            ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "sip_hep_truncated",
+            "HEP packets whose SIP message was cut to fit one datagram (65,000 bytes)",
+            None,
+            ConstCounter::<u64>::default().metric_type(),
+        )?;
+        ConstCounter::new(get(&stats.truncated)).encode(family)
+    }
+}
+
 impl Metrics {
     /// The metrics of a host whose plugins implement `known_verbs` (the only verb label
     /// values).
@@ -376,7 +414,9 @@ impl Metrics {
         let calls_rejected = Counter::default();
         registry.register(
             "calls_rejected",
-            "Inbound calls refused (no application, draining)",
+            "Inbound calls the server refused after the SIP stack took them: the call hook gave \
+             no usable application (500, or 480 for an empty one), or the server was draining \
+             (503); the stack's own 503s are in sip_calls_refused",
             calls_rejected.clone(),
         );
         let verbs = Family::<VerbLabels, Counter>::default();
@@ -444,6 +484,8 @@ impl Metrics {
         );
         let sip = Arc::new(SipCollector::default());
         registry.register_collector(Box::new(sip.clone()));
+        let hep = Arc::new(HepCollector::default());
+        registry.register_collector(Box::new(hep.clone()));
         let plugins = Arc::new(PluginCollector::default());
         registry.register_collector(Box::new(plugins.clone()));
         Metrics {
@@ -466,6 +508,7 @@ impl Metrics {
                 events: Mutex::default(),
             },
             sip,
+            hep,
             plugins,
             allocator: allocator.to_string(),
             draining: AtomicBool::new(false),
@@ -582,6 +625,11 @@ impl Metrics {
         let _ = self.sip.0.set(stats);
     }
 
+    /// Reports the HEP exporter's counters from now on.
+    pub(crate) fn watch_hep(&self, stats: Arc<HepStats>) {
+        let _ = self.hep.0.set(stats);
+    }
+
     pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
@@ -619,6 +667,39 @@ pub(crate) fn status_class(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_rejected_says_what_the_readme_says() {
+        let metrics = Metrics::new(&Allocator::Pooling { slots: 1 });
+        let text = metrics.encode();
+        let help = text
+            .lines()
+            .find(|l| l.starts_with("# HELP verbhost_calls_rejected "))
+            .expect("calls_rejected has a HELP line");
+        // The README: "(call hook failures, draining)".
+        assert!(help.contains("the call hook gave no usable application"), "{help}");
+        assert!(help.contains("draining"), "{help}");
+        assert!(!help.contains("no application,"), "{help}");
+    }
+
+    #[test]
+    fn hep_counters_appear_once_an_exporter_runs() {
+        let metrics = Metrics::new(&Allocator::Pooling { slots: 1 });
+        assert!(!metrics.encode().contains("sip_hep"));
+        let stats = Arc::new(HepStats::default());
+        stats.sent.fetch_add(3, Ordering::Relaxed);
+        stats.dropped_queue_full.fetch_add(2, Ordering::Relaxed);
+        metrics.watch_hep(stats);
+        let text = metrics.encode();
+        for line in [
+            r#"verbhost_sip_hep_packets_total{result="sent"} 3"#,
+            r#"verbhost_sip_hep_packets_total{result="queue_full"} 2"#,
+            r#"verbhost_sip_hep_packets_total{result="send_error"} 0"#,
+            "verbhost_sip_hep_truncated_total 0",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+    }
 
     #[test]
     fn verb_and_outcome_labels_stay_bounded() {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use verbhost_runtime::{Direction, Webhook};
 use verbhost_sip::endpoint::{Call, Endpoint, IncomingCall};
+use verbhost_sip::hep::Capture;
 use verbhost_sip::message::{SipHeaders, addr_uri};
 
 use crate::app::{self, AppError, AppVerb};
@@ -79,12 +80,25 @@ impl ServerBuilder {
             }
         };
         let listen = config.sip.listen;
-        let endpoint = Endpoint::bind(config.sip.endpoint(listen, config.sip.transport))
-            .await
-            .map_err(|source| ServerError::SipBind {
-                addr: listen,
-                source,
-            })?;
+        let mut endpoint_config = config.sip.endpoint(listen, config.sip.transport);
+        if let Some(target) = config.log.hep {
+            let capture = Capture::start(target, config.log.hep_agent_id)
+                .await
+                .map_err(|source| ServerError::Hep {
+                    addr: target,
+                    source,
+                })?;
+            shared.metrics.watch_hep(capture.stats().clone());
+            tracing::info!(hep = %target, agent_id = config.log.hep_agent_id, "exporting every SIP message as HEP v3");
+            endpoint_config.capture = Some(capture);
+        }
+        let endpoint =
+            Endpoint::bind(endpoint_config)
+                .await
+                .map_err(|source| ServerError::SipBind {
+                    addr: listen,
+                    source,
+                })?;
         shared.metrics.watch_sip(endpoint.stats().clone());
         let (stop, stopping) = watch::channel(false);
         let admin_addr = match config.admin.listen {

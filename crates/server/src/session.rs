@@ -283,8 +283,6 @@ pub(crate) struct Session {
     /// What relative hooks resolve against.
     base: Option<Url>,
     journal: Journal,
-    /// Whether verbhost sent the BYE.
-    hung_up: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -310,7 +308,6 @@ impl Session {
             ids,
             base,
             journal,
-            hung_up: Default::default(),
         }
     }
 
@@ -378,7 +375,9 @@ impl Session {
             };
             self.hang_up(&why).await;
         }
-        summary.ended_by_remote = !self.hung_up.load(Ordering::Relaxed);
+        // The far end's BYE, not ours: a drain that ran out of time hung the call up from
+        // outside this session, and that is verbhost's hangup too.
+        summary.ended_by_remote = self.call.ended_by_peer();
         // Let the eventHooks still queued finish, for at most event_drain_ms: a dead eventHook
         // URL must not keep a finished call (and a shutdown drain) waiting.
         let dropped = events.dropped.load(Ordering::Relaxed);
@@ -634,7 +633,6 @@ impl Session {
 
     async fn hang_up(&self, why: &str) {
         tracing::info!(call_sid = %self.ids.call_sid, "hanging up: {why}");
-        self.hung_up.store(true, Ordering::Relaxed);
         if let Err(err) = self.call.hangup().await {
             tracing::warn!(call_sid = %self.ids.call_sid, error = %err, "BYE failed");
         }

@@ -45,6 +45,9 @@ pub struct EndpointConfig {
     pub admission: Admission,
     /// Limits on TCP connections (ignored on UDP).
     pub tcp: TcpLimits,
+    /// Where a copy of every message sent and received goes (HEP v3 export), if anywhere.
+    /// Offering a message never blocks: a full export queue drops it from the export only.
+    pub capture: Option<crate::hep::Capture>,
 }
 
 impl EndpointConfig {
@@ -58,6 +61,7 @@ impl EndpointConfig {
             bye_grace: verbhost_common::subscription::BYE_GRACE,
             admission: Admission::default(),
             tcp: TcpLimits::default(),
+            capture: None,
         }
     }
 
@@ -243,6 +247,8 @@ pub struct Call {
     id: DialogId,
     events: Arc<Notify>,
     ended: watch::Receiver<bool>,
+    /// Set when the peer's BYE ended the dialog (not ours, nor a Timer H BYE).
+    peer_hung_up: Arc<AtomicBool>,
     /// The peer's SDP.
     pub remote_sdp: Vec<u8>,
     /// The INVITE's From header.
@@ -495,6 +501,13 @@ impl Call {
         *self.ended.borrow()
     }
 
+    /// Whether the far end hung up: its BYE ended the dialog. False while the dialog is up
+    /// and when verbhost's own BYE ended it (a hangup, a drain that ran out of time, an ACK
+    /// that never came).
+    pub fn ended_by_peer(&self) -> bool {
+        self.peer_hung_up.load(Ordering::Relaxed)
+    }
+
     /// Resolves when the dialog ends.
     pub async fn ended(&self) {
         let mut ended = self.ended.clone();
@@ -510,6 +523,8 @@ struct DialogState {
     subscriptions: ReferSubscriptions,
     events: Arc<Notify>,
     ended: watch::Sender<bool>,
+    /// What [`Call::ended_by_peer`] reads.
+    peer_hung_up: Arc<AtomicBool>,
     /// The ACK for our INVITE's 2xx, re-sent when the 2xx is retransmitted.
     ack: Option<Vec<u8>>,
     /// Our SDP, for re-INVITEs.
@@ -699,6 +714,9 @@ impl Core {
 
     async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
         trace::sent(self.config.transport, self.local, to, &bytes);
+        if let Some(capture) = &self.config.capture {
+            capture.offer(self.config.transport, self.local, to, &bytes);
+        }
         self.sender.send(to, bytes).await
     }
 
@@ -879,11 +897,13 @@ impl Core {
     fn register_call(&mut self, new: NewCall) -> Call {
         let (ended_tx, ended) = watch::channel(false);
         let events = Arc::new(Notify::new());
+        let peer_hung_up = Arc::new(AtomicBool::new(false));
         let call = Call {
             endpoint: new.handle,
             id: new.dialog.id.clone(),
             events: events.clone(),
             ended,
+            peer_hung_up: peer_hung_up.clone(),
             remote_sdp: new.remote_sdp,
             from: new.from,
             to: new.to,
@@ -897,6 +917,7 @@ impl Core {
                 subscriptions: ReferSubscriptions::default(),
                 events,
                 ended: ended_tx,
+                peer_hung_up,
                 ack: new.ack,
                 local_sdp: new.local_sdp,
                 closing_at: None,
@@ -954,6 +975,14 @@ impl Core {
             self.local,
             &inbound.bytes,
         );
+        if let Some(capture) = &self.config.capture {
+            capture.offer(
+                self.config.transport,
+                inbound.from,
+                self.local,
+                &inbound.bytes,
+            );
+        }
         let message = match wire::parse(&inbound.bytes) {
             Ok(message) => message,
             Err(err @ wire::ParseError::Empty) => {
@@ -1295,6 +1324,9 @@ impl Core {
                 // request of ours goes out in it any more.
                 if state.closing_at.is_none() {
                     state.closing_at = Some(now + grace);
+                    if !*state.ended.borrow() {
+                        state.peer_hung_up.store(true, Ordering::Relaxed);
+                    }
                     let _ = state.ended.send(true);
                     state.abandon_waiting();
                 }

@@ -6,6 +6,7 @@
 //! - [`dialog`]: dialogs and the REFER subscriptions in them, also without I/O;
 //! - [`transport`]: UDP and TCP on tokio, with limits on TCP connections;
 //! - [`trace`]: a `tracing` event for every message received, sent, dropped or refused;
+//! - [`hep`]: a copy of every message sent and received, as HEP v3 packets for Homer or sngrep;
 //! - [`admission`]: which new calls the endpoint takes when it is loaded;
 //! - [`endpoint`]: the tokio endpoint that drives all of the above: place and answer calls,
 //!   REFER in them, read the subscriptions, hang up.
@@ -13,6 +14,7 @@
 pub mod admission;
 pub mod dialog;
 pub mod endpoint;
+pub mod hep;
 pub mod message;
 pub mod trace;
 pub mod transaction;
