@@ -1962,14 +1962,34 @@ async fn hep_export_is_received_and_decoded_by_sngrep() {
     let text = String::from_utf8_lossy(&captured);
     let call_id = format!("Call-ID: {branch}@127.0.0.1");
     assert!(
-        text.contains(&format!(
-            "OPTIONS sip:127.0.0.1:28863 SIP/2.0\r\nVia: SIP/2.0/UDP"
-        )),
+        text.contains("OPTIONS sip:127.0.0.1:28863 SIP/2.0\r\nVia: SIP/2.0/UDP"),
         "sngrep's pcap lacks the OPTIONS ({} bytes):\n{text}",
         captured.len()
     );
     assert!(text.contains("SIP/2.0 200 OK\r\n"), "no 200 OK:\n{text}");
     assert_eq!(text.matches(&call_id).count(), 2, "{text}");
+    // sngrep rebuilds each packet's IPv4 and UDP headers from the HEP address chunks: the
+    // 8-byte UDP header right before each message has the ports it crossed between.
+    let probe = socket.local_addr().unwrap().port();
+    let ports_before = |needle: &[u8]| {
+        let at = captured
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the message is in the pcap");
+        let udp = &captured[at - 8..at];
+        let ip = &captured[at - 28..at - 8];
+        (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+            ip[12..20].to_vec(),
+        )
+    };
+    let loopback = vec![127, 0, 0, 1, 127, 0, 0, 1];
+    assert_eq!(
+        ports_before(b"OPTIONS sip:"),
+        (probe, 28863, loopback.clone())
+    );
+    assert_eq!(ports_before(b"SIP/2.0 200 OK"), (28863, probe, loopback));
 }
 
 /// Issue 11: socket addresses take host names (resolved at start), in flags and in the config

@@ -65,7 +65,8 @@ struct Common {
     /// sip:refer plugin is always loaded first).
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
-    /// The domain that bare numbers in verbs are placed in (default: the far end's domain).
+    /// The domain that bare numbers in verbs are placed in [default: the far end's host, or
+    /// sip.default_domain].
     #[arg(long, value_name = "DOMAIN")]
     default_domain: Option<String>,
     /// What relative hooks in an application file resolve against.
@@ -87,7 +88,7 @@ struct Common {
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
     /// Print every SIP message sent and received on stderr, sngrep style, with the messages
-    /// dropped or answered with an error and why.
+    /// dropped or answered with an error and why [default: off, or log.sip_trace].
     #[arg(long)]
     sip_trace: bool,
 }

@@ -298,6 +298,11 @@ fn serve_help_shows_every_default() {
         ("--hep <ADDR>", "[default: off, or log.hep]"),
         ("--log-format", "[default: text, or log.format]"),
         ("--log-level", level.as_str()),
+        ("--sip-trace", "[default: off, or log.sip_trace]"),
+        (
+            "--default-domain",
+            "[default: the far end's host, or sip.default_domain]",
+        ),
     ] {
         // clap wraps long help lines: join the flag's line with the next one.
         let at = stdout.find(&line(flag)).expect("the line");

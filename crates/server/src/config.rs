@@ -746,7 +746,14 @@ mod tests {
             resolve_addr("localhost:5060").unwrap(),
             SocketAddr::from(([127, 0, 0, 1], 5060))
         );
-        for bad in ["localhost", "localhost:", ":5060", "a b:5060", "::1:5060", "x:99999"] {
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":5060",
+            "a b:5060",
+            "::1:5060",
+            "x:99999",
+        ] {
             let err = resolve_addr(bad).expect_err(bad);
             assert!(matches!(err, AddrError::Syntax { .. }), "{bad}: {err}");
         }
@@ -757,10 +764,14 @@ mod tests {
             "{err}"
         );
         // In the file too, with the key named.
-        let config = Config::parse("[sip]\nlisten = \"localhost:5080\"\n[log]\nhep = \"localhost:9060\"\n")
-            .unwrap();
+        let config =
+            Config::parse("[sip]\nlisten = \"localhost:5080\"\n[log]\nhep = \"localhost:9060\"\n")
+                .unwrap();
         assert_eq!(config.sip.listen, SocketAddr::from(([127, 0, 0, 1], 5080)));
-        assert_eq!(config.log.hep, Some(SocketAddr::from(([127, 0, 0, 1], 9060))));
+        assert_eq!(
+            config.log.hep,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9060)))
+        );
         let err = Config::parse("[admin]\nlisten = \"9090\"\n").unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
         assert!(err.to_string().contains("is not HOST:PORT"), "{err}");
@@ -779,7 +790,10 @@ mod tests {
         let config = Config::load(Some(&file)).unwrap();
         assert_eq!(config.app.file, Some(dir.join("app.json")));
         assert_eq!(config.plugins.dir, Some(dir.join("plugins")));
-        assert_eq!(config.plugins.cache_dir, Some(PathBuf::from("/var/cache/v")));
+        assert_eq!(
+            config.plugins.cache_dir,
+            Some(PathBuf::from("/var/cache/v"))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

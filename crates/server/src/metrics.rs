@@ -677,7 +677,10 @@ mod tests {
             .find(|l| l.starts_with("# HELP verbhost_calls_rejected "))
             .expect("calls_rejected has a HELP line");
         // The README: "(call hook failures, draining)".
-        assert!(help.contains("the call hook gave no usable application"), "{help}");
+        assert!(
+            help.contains("the call hook gave no usable application"),
+            "{help}"
+        );
         assert!(help.contains("draining"), "{help}");
         assert!(!help.contains("no application,"), "{help}");
     }
