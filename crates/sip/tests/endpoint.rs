@@ -59,13 +59,17 @@ async fn call_and_hang_up(tcp: bool) {
         call.next_refer_event(2, Duration::from_millis(50)).await,
         ReferWait::Unknown
     );
+    assert!(!call.ended_by_peer());
     call.hangup().await.expect("BYE answered");
     assert!(call.is_ended());
+    // Who hung up: we did; for bob, the peer did.
+    assert!(!call.ended_by_peer());
     let theirs = tokio::time::timeout(Duration::from_secs(5), answering)
         .await
         .expect("bob sees the BYE")
         .expect("task");
     assert!(theirs.is_ended());
+    assert!(theirs.ended_by_peer());
 }
 
 #[tokio::test]
