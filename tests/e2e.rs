@@ -1876,6 +1876,10 @@ async fn a_call_hung_up_at_the_drain_timeout_is_reported_as_verbhosts_hangup() {
     // sipp expected the final NOTIFY's answer, not our BYE: its own outcome is not the point.
     let _ = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45))).await;
     assert!(log.contains("drain timeout"), "{log}");
+    assert!(
+        log.contains("hanging up: server.drain_timeout_s passed"),
+        "{log}"
+    );
     let ended: Vec<&str> = log.lines().filter(|l| l.contains("call ended")).collect();
     assert_eq!(ended.len(), 1, "{log}");
     assert!(ended[0].contains("by_remote=false"), "{log}");

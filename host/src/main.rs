@@ -180,7 +180,7 @@ enum Command {
 }
 
 /// A socket address flag: an IP address or a host name (resolved now), with a port.
-fn socket_addr(value: &str) -> Result<SocketAddr, String> {
+pub(crate) fn socket_addr(value: &str) -> Result<SocketAddr, String> {
     config::resolve_addr(value).map_err(|err| {
         let mut text = err.to_string();
         if let Some(cause) = std::error::Error::source(&err) {

@@ -13,12 +13,13 @@ use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub(crate) struct PluginsArgs {
-    /// The server's admin address (admin.listen).
+    /// The server's admin address (admin.listen): IP:PORT or HOSTNAME:PORT.
     #[arg(
         long,
         value_name = "ADDR",
         default_value = "127.0.0.1:9090",
-        global = true
+        global = true,
+        value_parser = crate::socket_addr
     )]
     admin: SocketAddr,
     /// The admin API's bearer token (admin.token).

@@ -351,6 +351,18 @@ fn an_address_that_does_not_resolve_is_refused_with_the_flag_named() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
+    // `plugins --admin` takes a name too: nothing listens there, so the admin API cannot be
+    // reached (exit 3), at the address the name resolved to.
+    let output = verbhost_within(
+        &["plugins", "list", "--admin", "localhost:28869"],
+        std::time::Duration::from_secs(20),
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the admin API at http://127.0.0.1:28869/plugins"),
+        "{stderr}"
+    );
     // The same checks for the config file, which names the key.
     let config = scratch(
         "bad-addr.toml",

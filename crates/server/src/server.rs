@@ -230,15 +230,22 @@ async fn drain(shared: &Shared, endpoint: &Endpoint, mut calls: JoinSet<()>, act
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    let remaining: Vec<Call> = active
+    let remaining: Vec<(String, Call)> = active
         .lock()
-        .map(|map| map.values().cloned().collect())
+        .map(|map| {
+            map.iter()
+                .map(|(sid, call)| (sid.clone(), call.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     tracing::warn!(
         calls = remaining.len(),
         "drain timeout ({limit:?}): hanging up the calls still in progress"
     );
-    for call in remaining {
+    for (sid, call) in remaining {
+        // verbhost's hangup, not the caller's: the session reports the call as ended by
+        // verbhost (`Call::ended_by_peer` stays false).
+        tracing::info!(call_sid = %sid, "hanging up: server.drain_timeout_s passed");
         let _ = call.hangup().await;
     }
     // Their sessions see the dialog end, report (actionHooks included) and finish.
