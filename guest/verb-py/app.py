@@ -25,7 +25,8 @@ from wit_world import exports
 from wit_world.exports import verb as wverb
 from wit_world.imports import host, sip, types
 
-from verbhost_sdk import Verb, VerbError, plugin
+import verbhost_sdk as sdk
+from verbhost_sdk import VerbError, plugin
 from verbhost_sdk.headers import check_value, same_name
 from verbhost_sdk.refer import TargetError, format_target, referred_by
 
@@ -34,7 +35,7 @@ COMPUTED = ("X-Transferred-Call", "X-Original-Caller", "X-Call-Direction", "X-Tr
 
 
 def parse(text):
-    verb = Verb.parse(text)
+    verb = sdk.Verb.parse(text)
     verb.expect_name(NAME)
     p = verb.props()
     v = {
@@ -155,6 +156,7 @@ def transfer(text, call):
             return done("subscription-terminated")
 
 
+# The contract's export: componentize-py looks for a class named after the interface.
 class Verb(exports.Verb):
     def describe(self):
         return wverb.PluginInfo(name="refer-computed-py", version="0.1.0", verbs=[NAME])
