@@ -110,7 +110,7 @@ fn the_python_verb_builds_loads_with_no_wasi_and_passes_its_scenarios() {
         .map(|r| r.to_string())
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert_eq!(reports.len(), 20, "every scenario ran");
+    assert_eq!(reports.len(), 23, "every scenario ran");
 }
 
 /// A call host whose REFER takes real time to be answered (603), counting the runs in it.
