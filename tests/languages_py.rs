@@ -19,13 +19,16 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use verbhost_runtime::{
-    CallHost, CallInfo, Direction, Identity, Level, Notify, NotifyError, ReferError, ReferEvent,
+    CallHost, CallInfo, Direction, Identity, Level, NotifyError, ReferError, ReferEvent,
     ReferRequest, ReferResponse, RunError, Runtime, RuntimeConfig, Webhook,
 };
 use verbhost_testkit::{Hit, Receiver};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the workspace root")
 }
 
 /// The pinned componentize-py, or `None` (after a loud skip message) when it is not
