@@ -56,7 +56,12 @@ fn run_build(script: &Path, args: &[&Path], tool: &Path) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(stdout.lines().last().expect("the script prints the output path"))
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the script prints the output path"),
+    )
 }
 
 /// guest/verb-py built once per test run, through the build script.
@@ -226,9 +231,16 @@ async fn python_runs_beyond_what_the_pool_holds_wait_for_room_and_all_complete()
     // 8 slots of 10 core instances: 80, room for two Python runs (about 38 each) at once,
     // where the slot count alone would allow eight.
     let (fit, outcomes, most, overloaded) = crowd(&wasm, 8, 10, 30_000, 9).await;
-    assert_eq!(fit, 2, "a componentize-py instance needs 27 to 40 core instances");
+    assert_eq!(
+        fit, 2,
+        "a componentize-py instance needs 27 to 40 core instances"
+    );
     for outcome in &outcomes {
-        assert_eq!(outcome.as_ref().ok().map(String::as_str), Some("PY_REFER_FAILED"), "{outcome:?}");
+        assert_eq!(
+            outcome.as_ref().ok().map(String::as_str),
+            Some("PY_REFER_FAILED"),
+            "{outcome:?}"
+        );
     }
     assert_eq!(most, 2, "runs waited for room: never more than fit at once");
     assert_eq!(overloaded, 0);
@@ -384,8 +396,14 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
     };
     let call_sid = hits[3].json["call_sid"].as_str().unwrap().to_owned();
     for (line, needle) in [
-        ("Refer-To", "Refer-To: <sip:+4930999@pstn.example;user=phone>".to_owned()),
-        ("X-Transferred-Call", format!("X-Transferred-Call: {call_sid}")),
+        (
+            "Refer-To",
+            "Refer-To: <sip:+4930999@pstn.example;user=phone>".to_owned(),
+        ),
+        (
+            "X-Transferred-Call",
+            format!("X-Transferred-Call: {call_sid}"),
+        ),
         ("X-Transfer-Tag", "X-Transfer-Tag: vip".to_owned()),
         ("X-Call-Direction", "X-Call-Direction: inbound".to_owned()),
     ] {
@@ -397,8 +415,14 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
         .expect("X-Original-Caller sent")
         .trim()
         .to_owned();
-    assert!(caller_uri.starts_with("sip:+4930111@127.0.0.1"), "{caller_uri}");
-    for (hit, (status, reason)) in hits.iter().zip([(100, "Trying"), (180, "Ringing"), (200, "OK")]) {
+    assert!(
+        caller_uri.starts_with("sip:+4930111@127.0.0.1"),
+        "{caller_uri}"
+    );
+    for (hit, (status, reason)) in hits
+        .iter()
+        .zip([(100, "Trying"), (180, "Ringing"), (200, "OK")])
+    {
         assert_eq!(
             hit.json,
             with(
@@ -436,8 +460,12 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
         .text()
         .await
         .unwrap();
-    let line = "verbhost_verbs_total{verb=\"py:refer-computed\",outcome=\"PY_REFER_TRANSFERRED\"} 1";
-    assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
+    let line =
+        "verbhost_verbs_total{verb=\"py:refer-computed\",outcome=\"PY_REFER_TRANSFERRED\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} missing:\n{metrics}"
+    );
     let _ = server.start_kill();
     let _ = server.wait().await;
     let _ = std::fs::remove_dir_all(&dir);

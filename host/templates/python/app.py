@@ -10,13 +10,14 @@ event DONE. Build it with ./build.sh, test it with
 from wit_world import exports
 from wit_world.exports import verb as wverb
 
-from verbhost_sdk import Verb, plugin
+import verbhost_sdk as sdk
+from verbhost_sdk import plugin
 
 VERB = "{{verb}}"
 
 
 def run(text, call):
-    verb = Verb.parse(text)
+    verb = sdk.Verb.parse(text)
     verb.expect_name(VERB)
     p = verb.props()
     greeting = p.string("greeting") or "hello"
@@ -31,6 +32,7 @@ def run(text, call):
     return plugin.completion("DONE", {"said": said}, action_hook)
 
 
+# The contract's export: componentize-py looks for a class named after the interface.
 class Verb(exports.Verb):
     def describe(self):
         return wverb.PluginInfo(name="{{name}}", version="0.1.0", verbs=[VERB])
