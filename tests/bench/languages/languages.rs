@@ -3,8 +3,8 @@
 //! concurrent runs fit the default pool. Prints one Markdown table.
 //!
 //! ```sh
-//! cargo bench -p verbhost-runtime --bench languages
-//! cargo bench -p verbhost-runtime --bench languages -- js=target/js-plugins/sip-refer-js.wasm
+//! cargo bench -p verbhost --bench languages
+//! cargo bench -p verbhost --bench languages -- js=target/js-plugins/sip-refer-js.wasm
 //! ```
 //!
 //! Plugins: `rust` (the built-in sip:refer), `python` (target/py-plugins/verb-py.wasm, from
@@ -212,7 +212,7 @@ async fn measure(label: &str, bytes: &[u8]) -> Figures {
 }
 
 fn plugins() -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut list = vec![("rust".to_owned(), verbhost_guests::SIP_REFER_WASM.to_vec())];
     let mut add = |label: &str, path: PathBuf| match std::fs::read(&path) {
         Ok(bytes) => list.push((label.to_owned(), bytes)),
