@@ -68,6 +68,7 @@ fn install_hint(tool: &str) -> &'static str {
         "sipp" => "apt-get install sip-tester",
         "baresip" => "apt-get install --no-install-recommends baresip-core",
         "sngrep" => "apt-get install sngrep",
+        _ if tool.ends_with("componentize-py") => "run guest/sdk-py/build.sh --install",
         _ => "apt-get install the package that provides it",
     }
 }
