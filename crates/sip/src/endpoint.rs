@@ -45,6 +45,12 @@ pub struct EndpointConfig {
     pub admission: Admission,
     /// Limits on TCP connections (ignored on UDP).
     pub tcp: TcpLimits,
+    /// An outbound proxy (a SIP URI such as `sip:127.0.0.1:5060`): the INVITEs of
+    /// [`Endpoint::call`] go to it with a pre-loaded `Route: <URI;lr>` (RFC 3261 §8.1.2)
+    /// instead of straight to the target. Requests inside the call then follow the route set
+    /// of the 2xx (the proxy stays on the path when it record-routes). `None` (the default)
+    /// sends to the target.
+    pub outbound_proxy: Option<String>,
 }
 
 impl EndpointConfig {
@@ -58,6 +64,7 @@ impl EndpointConfig {
             bye_grace: verbhost_common::subscription::BYE_GRACE,
             admission: Admission::default(),
             tcp: TcpLimits::default(),
+            outbound_proxy: None,
         }
     }
 
@@ -1420,8 +1427,10 @@ impl Core {
                 reply,
                 handle,
             } => {
-                let Some(peer) = resolve(&target).await else {
-                    let _ = reply.send(Err(CallError::Target(target)));
+                let proxy = self.config.outbound_proxy.as_deref().map(proxy_route);
+                let Some(peer) = resolve(proxy.as_deref().unwrap_or(&target)).await else {
+                    let unreachable = proxy.map_or(target, |p| format!("outbound proxy {p}"));
+                    let _ = reply.send(Err(CallError::Target(unreachable)));
                     return;
                 };
                 let branch = format!("z9hG4bK{}", token());
@@ -1433,6 +1442,9 @@ impl Core {
                 headers.push("Call-ID", format!("{}@{}", token(), self.local.ip()));
                 headers.push("CSeq", "1 INVITE");
                 headers.push("Contact", self.contact());
+                if let Some(route) = proxy {
+                    headers.push("Route", route);
+                }
                 headers.push(
                     "Allow",
                     "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, UPDATE",
@@ -1478,6 +1490,12 @@ impl Core {
                 let invite = state.invite.clone();
                 let peer = state.peer;
                 if status < 300 {
+                    // RFC 3261 §12.1.1: a response that sets up a dialog carries the
+                    // INVITE's Record-Route, every value in order, so the caller builds the
+                    // same route set and its requests (ACK, NOTIFY, BYE) pass the proxies.
+                    response
+                        .headers
+                        .copy_from(&state.invite.headers, "Record-Route");
                     response.headers.push("Contact", contact.clone());
                     response.headers.push(
                         "Allow",
@@ -1667,6 +1685,27 @@ impl Core {
         self.start_request(branch, bye.to_bytes(), peer, pending)
             .await;
         self.end_dialog(id);
+    }
+}
+
+/// The pre-loaded Route for an outbound proxy URI (`sip:host:port`, with or without angle
+/// brackets): in brackets, with `;lr`, since an outbound proxy is a loose router (RFC 3261
+/// §8.1.2).
+fn proxy_route(proxy: &str) -> String {
+    let proxy = proxy.trim();
+    let uri = if proxy.contains('<') {
+        addr_uri(proxy)
+    } else {
+        proxy
+    };
+    let loose = uri
+        .split(';')
+        .skip(1)
+        .any(|p| p.eq_ignore_ascii_case("lr") || p.to_ascii_lowercase().starts_with("lr="));
+    if loose {
+        format!("<{uri}>")
+    } else {
+        format!("<{uri};lr>")
     }
 }
 
