@@ -67,6 +67,7 @@ fn install_hint(tool: &str) -> &'static str {
     match tool {
         "sipp" => "apt-get install sip-tester",
         "baresip" => "apt-get install --no-install-recommends baresip-core",
+        "kamailio" => "apt-get install --no-install-recommends kamailio",
         _ => "apt-get install the package that provides it",
     }
 }
