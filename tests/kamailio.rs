@@ -726,3 +726,39 @@ async fn verbhost_call_through_kamailio_transfers_a_baresip_transferee() {
     assert_eq!(hits[0].json["final_referred_call_status"], 200);
     let _ = std::fs::remove_dir_all(&app_dir);
 }
+
+/// `--proxy` must be a SIP URI: anything else stops `verbhost call` (exit 2) with the flag,
+/// the key and the cause, before anything is dialled. Needs no external tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_is_not_a_sip_uri_stops_verbhost_call() {
+    let dir = std::env::temp_dir().join(format!("verbhost-kamailio-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let app = dir.join("app.json");
+    std::fs::write(
+        &app,
+        r#"[{"verb": "sip:refer", "referTo": "sip:carol@127.0.0.1"}]"#,
+    )
+    .expect("app");
+    for bad in ["127.0.0.1:28799", "<sip:127.0.0.1:28799;lr>"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_verbhost"))
+            .args(["call", "sip:bob@127.0.0.1:28798", "--app"])
+            .arg(&app)
+            .args(["--proxy", bad])
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), output)
+            .await
+            .expect("exits in time")
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--proxy (sip.outbound_proxy) \"{bad}\" is not a SIP URI"
+            )),
+            "{bad}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

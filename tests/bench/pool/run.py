@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Transfers per second through Kamailio, with 1 and with 2 verbhost nodes behind it.
 
-    tests/bench/pool/run.py [--nodes 1,2] [--rate 20] [--duration 10] [--bin PATH]
+    tests/bench/pool/run.py [--nodes 1,2] [--rate 20] [--duration 10] [--bin PATH] [--base-port 28700]
 
 For each node count, starts the shipped deployment (host/deploy/kamailio/run.sh: Kamailio on
 127.0.0.1 plus N `verbhost serve` nodes, each running one `sip:refer` with an actionHook to a
@@ -66,8 +66,9 @@ def run_pool(args, nodes: int) -> dict:
     app = run_dir / "app.json"
     app.write_text(json.dumps([{"verb": "sip:refer", "referTo": "sip:carol@127.0.0.1",
                                 "actionHook": receiver.url("/action")}]))
-    proxy = h.free_ports(1)
-    node_base = h.free_ports(10 * nodes)
+    # Fixed ports (run.sh takes a proxy port and a node base); sipp's come from the harness.
+    proxy = args.base_port
+    node_base = args.base_port + 2
     log = open(run_dir / "run.log", "wb")
     pool = h.spawn([str(RUN_SH), "--nodes", str(nodes), "--proxy-port", str(proxy),
                     "--node-port", str(node_base), "--run-dir", str(run_dir),
@@ -127,6 +128,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=20, help="calls per second (default %(default)s, at most 200)")
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per run (default %(default)s, at most 60)")
     parser.add_argument("--bin", default=str(h.DEFAULT_BIN), help="the verbhost binary (default: %(default)s)")
+    parser.add_argument("--base-port", type=int, default=28700,
+                        help="Kamailio's port; node i gets base + 2 + 10 (i - 1) and the port after it (default %(default)s)")
     args = parser.parse_args(argv)
     if not 0 < args.rate <= 200 or not 0 < args.duration <= 60:
         parser.error("--rate must be in (0, 200] and --duration in (0, 60]")
