@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --run-dir) run_dir="${2:?--run-dir needs a directory}"; shift 2 ;;
     --verbhost) verbhost="${2:?--verbhost needs a path}"; shift 2 ;;
     --) shift; serve_args=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
