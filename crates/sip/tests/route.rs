@@ -250,7 +250,7 @@ async fn outbound_calls_go_through_the_outbound_proxy_and_follow_its_record_rout
     assert_eq!(ack.uri, format!("sip:bob@{}", callee.addr()));
     assert_eq!(
         ack.headers.all("Route").collect::<Vec<_>>(),
-        [record_route.clone()]
+        std::slice::from_ref(&record_route)
     );
 
     let referring = {
@@ -264,7 +264,7 @@ async fn outbound_calls_go_through_the_outbound_proxy_and_follow_its_record_rout
     assert_eq!(refer.uri, format!("sip:bob@{}", callee.addr()));
     assert_eq!(
         refer.headers.all("Route").collect::<Vec<_>>(),
-        [record_route.clone()]
+        std::slice::from_ref(&record_route)
     );
     proxy.respond(from, &refer, 202).await;
     let answer = tokio::time::timeout(Duration::from_secs(5), referring)
