@@ -153,6 +153,10 @@ enum Command {
         /// The From URI of the call [default: sip:verbhost@127.0.0.1, or sip.from].
         #[arg(long, value_name = "URI")]
         from: Option<String>,
+        /// An outbound proxy (e.g. sip:127.0.0.1:5060, a Kamailio): the INVITE goes to it
+        /// with a pre-loaded Route; the call stays on its path if it record-routes.
+        #[arg(long, value_name = "URI")]
+        proxy: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -290,11 +294,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             bind,
             transport,
             from,
+            proxy,
             common,
         } => {
             let mut config = common.config()?;
-            if let Some(from) = from {
-                config.sip.from = from;
+            if from.is_some() || proxy.is_some() {
+                if let Some(from) = from {
+                    config.sip.from = from;
+                }
+                if proxy.is_some() {
+                    config.sip.outbound_proxy = proxy;
+                }
                 config.check()?;
             }
             init_logging(&config);

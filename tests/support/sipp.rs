@@ -69,6 +69,7 @@ fn install_hint(tool: &str) -> &'static str {
         "baresip" => "apt-get install --no-install-recommends baresip-core",
         "sngrep" => "apt-get install sngrep",
         _ if tool.ends_with("componentize-py") => "run guest/sdk-py/build.sh --install",
+        "kamailio" => "apt-get install --no-install-recommends kamailio",
         _ => "apt-get install the package that provides it",
     }
 }

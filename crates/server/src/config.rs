@@ -47,6 +47,10 @@ pub struct SipConfig {
     pub default_domain: Option<String>,
     /// The From of calls that `call` places.
     pub from: String,
+    /// An outbound proxy (`--proxy`), a SIP URI such as `sip:127.0.0.1:5060`: the calls this
+    /// host places go to it with a pre-loaded Route, and stay on its path if it
+    /// record-routes. Unset: straight to the target.
+    pub outbound_proxy: Option<String>,
     /// Most calls in progress at once (answered calls not yet ended, plus INVITEs being
     /// answered). A new INVITE past it is answered `503` with `Retry-After` at once. 0 is
     /// unlimited.
@@ -84,6 +88,7 @@ impl Default for SipConfig {
             transport: TransportName::Udp,
             default_domain: None,
             from: "sip:verbhost@127.0.0.1".into(),
+            outbound_proxy: None,
             max_calls: count(admission.max_calls),
             max_calls_per_sec: admission.max_calls_per_sec.unwrap_or(0),
             max_queue_delay_ms: admission
@@ -115,6 +120,7 @@ impl SipConfig {
                 .then(|| Duration::from_millis(self.max_queue_delay_ms)),
             retry_after: Duration::from_secs(self.retry_after_s.max(1)),
         };
+        config.outbound_proxy = self.outbound_proxy.clone();
         config.tcp = TcpLimits {
             max_connections: count(self.tcp_max_connections),
             max_connections_per_ip: count(self.tcp_max_connections_per_ip),
@@ -428,6 +434,12 @@ impl Config {
             value: self.sip.from.clone(),
             why,
         })?;
+        if let Some(proxy) = &self.sip.outbound_proxy {
+            check_sip_uri(proxy).map_err(|why| ConfigError::OutboundProxy {
+                value: proxy.clone(),
+                why,
+            })?;
+        }
         Ok(())
     }
 }
@@ -477,6 +489,11 @@ pub enum ConfigError {
     /// `--from` / `sip.from` is not a SIP URI.
     #[error("--from (sip.from) {value:?} is not a SIP URI such as sip:verbhost@example.com: {why}")]
     From { value: String, why: &'static str },
+    /// `--proxy` / `sip.outbound_proxy` is not a SIP URI.
+    #[error(
+        "--proxy (sip.outbound_proxy) {value:?} is not a SIP URI such as sip:127.0.0.1:5060: {why}"
+    )]
+    OutboundProxy { value: String, why: &'static str },
 }
 
 /// A socket address that cannot be used.
@@ -714,6 +731,32 @@ mod tests {
             config.sip.from = good.into();
             assert!(config.check().is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn the_outbound_proxy_must_be_a_sip_uri_and_reaches_the_endpoint() {
+        for bad in [
+            "127.0.0.1:5060",
+            "<sip:127.0.0.1:5060;lr>",
+            "sip:",
+            "udp:127.0.0.1",
+        ] {
+            let mut config = Config::default();
+            config.sip.outbound_proxy = Some(bad.into());
+            let err = config.check().expect_err(bad).to_string();
+            assert!(err.starts_with("--proxy (sip.outbound_proxy)"), "{err}");
+        }
+        let mut config = Config::default();
+        config.sip.outbound_proxy = Some("sip:127.0.0.1:5060;lr".into());
+        assert!(config.check().is_ok());
+        let endpoint = config
+            .sip
+            .endpoint("127.0.0.1:0".parse().unwrap(), TransportName::Udp);
+        assert_eq!(
+            endpoint.outbound_proxy.as_deref(),
+            Some("sip:127.0.0.1:5060;lr")
+        );
+        assert_eq!(Config::default().sip.outbound_proxy, None);
     }
 
     #[test]

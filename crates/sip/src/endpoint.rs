@@ -48,6 +48,12 @@ pub struct EndpointConfig {
     /// Where a copy of every message sent and received goes (HEP v3 export), if anywhere.
     /// Offering a message never blocks: a full export queue drops it from the export only.
     pub capture: Option<crate::hep::Capture>,
+    /// An outbound proxy (a SIP URI such as `sip:127.0.0.1:5060`): the INVITEs of
+    /// [`Endpoint::call`] go to it with a pre-loaded `Route: <URI;lr>` (RFC 3261 §8.1.2)
+    /// instead of straight to the target. Requests inside the call then follow the route set
+    /// of the 2xx (the proxy stays on the path when it record-routes). `None` (the default)
+    /// sends to the target.
+    pub outbound_proxy: Option<String>,
 }
 
 impl EndpointConfig {
@@ -62,6 +68,7 @@ impl EndpointConfig {
             admission: Admission::default(),
             tcp: TcpLimits::default(),
             capture: None,
+            outbound_proxy: None,
         }
     }
 
@@ -1452,8 +1459,10 @@ impl Core {
                 reply,
                 handle,
             } => {
-                let Some(peer) = resolve(&target).await else {
-                    let _ = reply.send(Err(CallError::Target(target)));
+                let proxy = self.config.outbound_proxy.as_deref().map(proxy_route);
+                let Some(peer) = resolve(proxy.as_deref().unwrap_or(&target)).await else {
+                    let unreachable = proxy.map_or(target, |p| format!("outbound proxy {p}"));
+                    let _ = reply.send(Err(CallError::Target(unreachable)));
                     return;
                 };
                 let branch = format!("z9hG4bK{}", token());
@@ -1465,6 +1474,9 @@ impl Core {
                 headers.push("Call-ID", format!("{}@{}", token(), self.local.ip()));
                 headers.push("CSeq", "1 INVITE");
                 headers.push("Contact", self.contact());
+                if let Some(route) = proxy {
+                    headers.push("Route", route);
+                }
                 headers.push(
                     "Allow",
                     "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, UPDATE",
@@ -1510,6 +1522,12 @@ impl Core {
                 let invite = state.invite.clone();
                 let peer = state.peer;
                 if status < 300 {
+                    // RFC 3261 §12.1.1: a response that sets up a dialog carries the
+                    // INVITE's Record-Route, every value in order, so the caller builds the
+                    // same route set and its requests (ACK, NOTIFY, BYE) pass the proxies.
+                    response
+                        .headers
+                        .copy_from(&state.invite.headers, "Record-Route");
                     response.headers.push("Contact", contact.clone());
                     response.headers.push(
                         "Allow",
@@ -1699,6 +1717,27 @@ impl Core {
         self.start_request(branch, bye.to_bytes(), peer, pending)
             .await;
         self.end_dialog(id);
+    }
+}
+
+/// The pre-loaded Route for an outbound proxy URI (`sip:host:port`, with or without angle
+/// brackets): in brackets, with `;lr`, since an outbound proxy is a loose router (RFC 3261
+/// §8.1.2).
+fn proxy_route(proxy: &str) -> String {
+    let proxy = proxy.trim();
+    let uri = if proxy.contains('<') {
+        addr_uri(proxy)
+    } else {
+        proxy
+    };
+    let loose = uri
+        .split(';')
+        .skip(1)
+        .any(|p| p.eq_ignore_ascii_case("lr") || p.to_ascii_lowercase().starts_with("lr="));
+    if loose {
+        format!("<{uri}>")
+    } else {
+        format!("<{uri};lr>")
     }
 }
 
