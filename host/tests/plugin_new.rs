@@ -62,7 +62,7 @@ fn text(output: &Output) -> String {
 /// build script): building the new plugin there reuses wit-bindgen and the other
 /// dependencies it shares with them instead of compiling them again.
 fn guests_target_dir() -> PathBuf {
-    let wasm = Path::new(verbhost_guests::SIP_REFER_WASM);
+    let wasm = Path::new(verbhost_guests::SIP_REFER);
     // <target>/wasm32-wasip2/release/verbhost_guest_sip_refer.wasm
     wasm.ancestors()
         .nth(3)
