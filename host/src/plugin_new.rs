@@ -407,12 +407,29 @@ fn write_all(dir: &Path, files: &[TemplateFile], values: &Values<'_>) -> anyhow:
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::write(&path, values.fill(file.text))
-            .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if file.path.ends_with(".sh") {
+            make_executable(&path)?;
+        }
+        Ok(())
     });
     if written.is_err() {
         let _ = std::fs::remove_dir_all(dir);
     }
     written
+}
+
+/// Scripts (`*.sh`, such as a build script) are written executable, as in the repository.
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -490,6 +507,40 @@ mod tests {
         assert!(check_verb("my verb").is_err());
         assert!(check_verb("a\"b").is_err());
         assert!(check_verb(&"v".repeat(MAX_VERB + 1)).is_err());
+    }
+
+    #[test]
+    fn files_are_written_filled_and_scripts_executable() {
+        let dir =
+            std::env::temp_dir().join(format!("verbhost-plugin-new-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = [
+            TemplateFile {
+                path: "src/x.txt",
+                text: "{{name}} {{verb}}",
+            },
+            TemplateFile {
+                path: "build.sh",
+                text: "#!/bin/sh\n",
+            },
+        ];
+        write_all(&dir, &files, &values()).expect("written");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/x.txt")).expect("x"),
+            "my-verb my:verb"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("build.sh"))
+                .expect("sh")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o111, 0o111, "build.sh is not executable: {mode:o}");
+        }
+        let again = write_all(&dir, &files, &values()).expect_err("exists");
+        assert!(again.to_string().contains("already exists"), "{again}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
