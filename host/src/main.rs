@@ -10,6 +10,7 @@ use verbhost_server::config::{self, Config};
 
 mod call_cmd;
 mod demo;
+mod plugin_new;
 mod plugins_cmd;
 mod serve;
 mod sip_trace;
@@ -169,6 +170,8 @@ enum Command {
     },
     /// Manage the plugin versions of a running server through its admin API.
     Plugins(plugins_cmd::PluginsArgs),
+    /// Write a new plugin, ready to build and test (`plugin new NAME`).
+    Plugin(plugin_new::PluginArgs),
     /// Run a plugin against mock-host scenarios (no network): prints PASS/FAIL per scenario
     /// with a diff, and exits non-zero if any fails.
     Test {
@@ -320,6 +323,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { sip_trace } => demo::run(sip_trace).await,
         Command::Plugins(args) => plugins_cmd::run(args).await,
+        Command::Plugin(args) => plugin_new::run(args),
         Command::Test {
             plugin,
             scenarios,

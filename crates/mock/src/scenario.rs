@@ -204,30 +204,59 @@ fn default_content_type() -> Option<String> {
 }
 
 /// What the run must produce. Only what is given is checked.
+///
+/// ```json
+/// "expect": {
+///   "refer": {
+///     "refer_to": "<sip:+4930555@carrier.example;user=phone>",
+///     "referred_by": "\"Alice\" <sip:+4930111@carrier.example>",
+///     "headers": { "X-Customer-Id": "4711" }
+///   },
+///   "events": [{ "event": "transfer-status", "call_status": "180" }],
+///   "completion": {
+///     "event": "TRANSFER_REFER_ERROR",
+///     "payload": { "refer_status": 603, "completion_reason": "refer-rejected" },
+///     "action_hook": { "url": "/refer-done", "method": "POST" },
+///     "call_left": false
+///   },
+///   "notify_timeouts_ms": [],
+///   "clock_ms": 40,
+///   "logs_contain": ["603"]
+/// }
+/// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// The REFER the verb asked for: an object whose keys (`refer_to`, `referred_by`,
-    /// `headers`) are compared exactly; `null` when no REFER may be sent.
+    /// The first REFER the verb asked for: an object whose keys (`refer_to`, `referred_by`,
+    /// `headers`) are compared exactly, the ones left out are not compared. `refer_to` and
+    /// `referred_by` are the header values as the plugin gave them (`referred_by` is `null`
+    /// when it gave none); `headers` is an object of every extra header, name to value (all
+    /// of them: `{}` means none). `null` instead of an object: no REFER may be sent.
     #[serde(default, deserialize_with = "present")]
     pub refer: Option<Value>,
-    /// The eventHook payloads, in order.
+    /// Every eventHook payload, in order, each compared exactly (as the plugin emitted it,
+    /// before the host adds the call identifiers); `[]` means none may be emitted.
     #[serde(default)]
     pub events: Option<Vec<Value>>,
-    /// The completion: an object whose keys (`event`, `payload`, `action_hook`,
-    /// `call_left`) are compared exactly.
+    /// The completion: an object whose keys are compared exactly, the ones left out are not
+    /// compared: `event` (a string), `payload` (the whole actionHook payload object as the
+    /// plugin returned it), `action_hook` (`{"url", "method"}` plus `"username"` and
+    /// `"password"` when the hook has them, or `null` for no actionHook) and `call_left`
+    /// (a boolean).
     #[serde(default)]
     pub completion: Option<Value>,
-    /// The run fails instead: `{"kind": "...", "message": "..."}` or `"message_contains"`.
+    /// The run fails instead: `{"kind": "invalid-verb", "message": "..."}` (the exact message)
+    /// or `{"kind": "...", "message_contains": "..."}`, or the kind alone. Cannot be given
+    /// with `completion`.
     #[serde(default)]
     pub error: Option<ErrorSpec>,
-    /// The `on-notify` timeouts the verb asked for, in order.
+    /// The `timeout-ms` of every `on-notify` call, in order, e.g. `[40000, 40000]`.
     #[serde(default)]
     pub notify_timeouts_ms: Option<Vec<u32>>,
-    /// The virtual clock when the verb completed.
+    /// The virtual clock, in ms since the verb started, when it completed or failed.
     #[serde(default)]
     pub clock_ms: Option<u64>,
-    /// Text each of which some log line must contain.
+    /// Pieces of text, each of which some log line of the plugin must contain.
     #[serde(default)]
     pub logs_contain: Vec<String>,
 }
@@ -236,8 +265,10 @@ pub struct Expect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorSpec {
-    /// `invalid-verb`, `failed`, `verb-too-large`, `trap`, `invalid-completion`,
-    /// `wall-clock` or `instantiate`.
+    /// `invalid-verb` (the plugin refused the verb), `failed` (the plugin gave up),
+    /// `verb-too-large` (refused before the plugin ran), `trap` (a panic or a sandbox bound:
+    /// the message names which), `invalid-completion` (the host refused what the plugin
+    /// returned), `wall-clock`, `instantiate` or `overloaded`.
     pub kind: String,
     /// The exact message.
     #[serde(default)]

@@ -37,6 +37,10 @@
 
 extern crate self as verbhost_sdk;
 
+/// serde_json, the version the SDK's own API takes ([`host::emit_event`]'s payload), so a
+/// plugin builds its payloads with `verbhost_sdk::serde_json::json!` and needs no dependency
+/// of its own.
+pub use serde_json;
 pub use verbhost_common as common;
 
 pub mod host;
