@@ -476,30 +476,35 @@ fn the_python_template_builds_with_its_own_script_and_passes_verbhost_test() {
     let Some(tool) = componentize_py() else {
         return;
     };
-    let dir = temp_dir("template");
-    let template = root().join("host/templates/python");
-    // What `verbhost plugin new my-verb --lang python` does: copy, substituting in contents.
-    fn instantiate(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                instantiate(&entry.path(), &target);
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            let text = text
-                .replace("{{name}}", "my-verb")
-                .replace("{{verb}}", "my:verb");
-            std::fs::write(&target, text).unwrap();
-            let mode = std::fs::metadata(entry.path()).unwrap().permissions();
-            std::fs::set_permissions(&target, mode).unwrap();
-        }
-    }
-    instantiate(&template, &dir);
-    let wasm = run_build(&dir.join("build.sh"), &[], &tool);
-    assert_eq!(wasm, dir.join("my-verb.wasm"));
+    let parent = temp_dir("template");
+    let dir = parent.join("my-verb");
+    // The template as users get it: `verbhost plugin new`, then its own build script with no
+    // VERBHOST_ROOT (the command wrote the source tree's path into it).
+    let new = std::process::Command::new(env!("CARGO_BIN_EXE_verbhost"))
+        .args(["plugin", "new", "my-verb", "--lang", "python", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        new.status.success(),
+        "{}",
+        String::from_utf8_lossy(&new.stderr)
+    );
+    let build = std::process::Command::new(dir.join("build.sh"))
+        .env("COMPONENTIZE_PY", &tool)
+        .env_remove("VERBHOST_ROOT")
+        .output()
+        .expect("the template's build script runs");
+    assert!(
+        build.status.success(),
+        "build.sh failed: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = dir.join("my-verb.wasm");
+    assert_eq!(
+        std::fs::canonicalize(String::from_utf8_lossy(&build.stdout).trim()).unwrap(),
+        std::fs::canonicalize(&wasm).unwrap()
+    );
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_verbhost"))
         .arg("test")
         .arg(&wasm)
@@ -513,5 +518,5 @@ fn the_python_template_builds_with_its_own_script_and_passes_verbhost_test() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&parent);
 }

@@ -10,6 +10,7 @@
 //! | `{{lib}}` | NAME with `_` for `-` (a Rust library's name, so the `.wasm` file's stem) | `my_verb` |
 //! | `{{sdk_path}}` | the absolute path of `verbhost-sdk` (`--sdk-path`) | `/src/verbhost/crates/sdk` |
 //! | `{{wit_dir}}` | the absolute path of the contract's `wit/` directory beside it | `/src/verbhost/wit` |
+//! | `{{root}}` | the verbhost source tree the SDK is in (the JS and Python SDKs live under its `guest/`) | `/src/verbhost` |
 //!
 //! Any other `{{...}}` is left as it is. Exit code 0 when written, 2 for bad input (the name, an
 //! existing directory, a language this build has no template for).
@@ -96,17 +97,30 @@ macro_rules! template {
 }
 
 /// Every template this build has. Adding a language is one entry here.
-const TEMPLATES: &[(Lang, &[TemplateFile])] = &[(
-    Lang::Rust,
-    template!("rust":
-        "Cargo.toml",
-        ".gitignore",
-        "README.md",
-        "app.json",
-        "src/lib.rs",
-        "scenarios/greet.json",
+const TEMPLATES: &[(Lang, &[TemplateFile])] = &[
+    (
+        Lang::Rust,
+        template!("rust":
+            "Cargo.toml",
+            ".gitignore",
+            "README.md",
+            "app.json",
+            "src/lib.rs",
+            "scenarios/greet.json",
+        ),
     ),
-)];
+    (
+        Lang::Python,
+        template!("python":
+            "app.py",
+            "build.sh",
+            "requirements.txt",
+            ".gitignore",
+            "README.md",
+            "scenarios/greeting.json",
+        ),
+    ),
+];
 
 /// The longest package name accepted.
 const MAX_NAME: usize = 64;
@@ -192,17 +206,19 @@ fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         );
     };
     let sdk = sdk_path(args.sdk_path.as_deref())?;
-    let wit = sdk
+    let root = sdk
         .parent()
         .and_then(Path::parent)
-        .map(|root| root.join("wit"))
-        .unwrap_or_else(|| sdk.join("wit"));
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| sdk.clone());
+    let wit = root.join("wit");
     let values = Values {
         name: &args.name,
         verb: &verb,
         lib: &args.name.replace('-', "_"),
         sdk_path: path_text(&sdk, "--sdk-path")?,
         wit_dir: path_text(&wit, "the wit directory beside --sdk-path")?,
+        root: path_text(&root, "the source tree of --sdk-path")?,
     };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     write_all(&dir, files, &values)?;
@@ -343,6 +359,7 @@ struct Values<'a> {
     lib: &'a str,
     sdk_path: String,
     wit_dir: String,
+    root: String,
 }
 
 impl Values<'_> {
@@ -353,6 +370,7 @@ impl Values<'_> {
             "lib" => self.lib,
             "sdk_path" => &self.sdk_path,
             "wit_dir" => &self.wit_dir,
+            "root" => &self.root,
             _ => return None,
         })
     }
@@ -443,6 +461,7 @@ mod tests {
             lib: "my_verb",
             sdk_path: "/src/verbhost/crates/sdk".into(),
             wit_dir: "/src/verbhost/wit".into(),
+            root: "/src/verbhost".into(),
         }
     }
 

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use verbhost_mock::MockHost;
+use verbhost_runtime::RuntimeConfig;
+use verbhost_server::config::PluginsConfig;
 
 /// Runs `scenarios` against `plugin` and prints one report per scenario and a summary line.
 /// Exit code 0 when all pass, 1 when any fails.
@@ -13,7 +15,14 @@ pub(crate) async fn run(
     scenarios: &[PathBuf],
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
-    let host = MockHost::new().context("cannot start the mock host")?;
+    // The compiled cache `serve` uses without a plugin directory, so testing a large plugin
+    // again (a Python one takes about 30 s to compile) loads it in milliseconds.
+    let host = MockHost::with_config(RuntimeConfig {
+        max_concurrent_runs: 16,
+        cache_dir: PluginsConfig::default().cache_dir(),
+        ..RuntimeConfig::default()
+    })
+    .context("cannot start the mock host")?;
     let loaded = match plugin.strip_prefix("builtin:") {
         Some("sip-refer") => host.load(verbhost_guests::SIP_REFER_WASM).await,
         Some(other) => bail!("there is no built-in plugin {other:?}; the built-in is sip-refer"),

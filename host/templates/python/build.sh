@@ -2,7 +2,8 @@
 # Builds {{name}}.wasm from app.py with componentize-py (requirements.txt pins it).
 #
 # Needs the contract (wit/) and verbhost's Python SDK (verbhost_sdk/). They are taken from
-# this directory when present, else from a verbhost checkout named by VERBHOST_ROOT.
+# this directory when present, else from the verbhost checkout VERBHOST_ROOT names (by default
+# the one `verbhost plugin new` was built from: {{root}}).
 # componentize-py is COMPONENTIZE_PY, else on PATH, else VERBHOST_ROOT/target/py-venv
 # (`guest/sdk-py/build.sh --install` there installs it), else install it yourself:
 #   python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
@@ -11,7 +12,7 @@
 # and verbhost refuses it at load.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="${VERBHOST_ROOT:-}"
+root="${VERBHOST_ROOT:-{{root}}}"
 wit="$here/wit"
 [[ -d "$wit" ]] || wit="$root/wit"
 sdk="$here"
