@@ -441,11 +441,11 @@ impl Session {
             "sha256": version.as_ref().map(|v| v.sha256()),
         }));
         let Some(version) = version else {
-            let why = format!(
-                "no plugin implements the verb {:?} (loaded: {})",
-                verb.name,
-                self.shared.plugins.verbs().join(", ")
-            );
+            let why = RunError::NoPlugin {
+                verb: verb.name.clone(),
+                loaded: self.shared.plugins.verbs().join(", "),
+            }
+            .to_string();
             return self
                 .verb_failed(verb, VerbFailure::NoPlugin, &why, &why, events, summary)
                 .await;
