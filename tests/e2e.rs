@@ -533,7 +533,10 @@ async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_ca
     let failed = run.one("verb.failed");
     assert_eq!(failed["reason"], "invalid-verb");
     assert!(
-        failed["error"].as_str().unwrap().contains("unknown property colour"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown property colour"),
         "{}",
         run.describe()
     );
@@ -2061,7 +2064,10 @@ async fn serve_refuses_to_start_with_an_application_that_fails_its_check() {
         ])
         .await;
         assert_eq!(code, 2, "{app}: {stderr}");
-        assert!(stderr.contains(cause), "{app}: expected {cause:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(cause),
+            "{app}: expected {cause:?} in:\n{stderr}"
+        );
         assert!(
             stderr.contains(&format!("application {}", file.path.display())),
             "{stderr}"
@@ -2088,10 +2094,15 @@ async fn call_refuses_an_application_that_fails_its_check_without_dialling() {
         .unwrap();
     let mut buf = [0u8; 2048];
     match callee.recv_from(&mut buf) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
         other => panic!("the callee received something: {other:?}"),
     }
-    let app = json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": "/done"}]).to_string();
+    let app =
+        json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": "/done"}]).to_string();
     let file = TempFile::new("app.json", &app);
     let mut command = verbhost();
     command
@@ -2103,20 +2114,35 @@ async fn call_refuses_an_application_that_fails_its_check_without_dialling() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    callee.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let (len, _) = callee.recv_from(&mut buf).expect("the checked application dials");
-    assert!(buf[..len].starts_with(b"INVITE "), "{}", String::from_utf8_lossy(&buf[..len]));
+    callee
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (len, _) = callee
+        .recv_from(&mut buf)
+        .expect("the checked application dials");
+    assert!(
+        buf[..len].starts_with(b"INVITE "),
+        "{}",
+        String::from_utf8_lossy(&buf[..len])
+    );
     let _ = child.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_hook_application_that_fails_its_check_refuses_that_call_only() {
     let receiver = Receiver::start().await;
-    let typo = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "eventhook": "/e"}]).to_string();
+    let typo =
+        json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "eventhook": "/e"}])
+            .to_string();
     let good = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action"}]).to_string();
     receiver.reply("/call", vec![Reply::ok(typo), Reply::ok(good)]);
     let server = Server::start(
-        &["--sip", "127.0.0.1:28841", "--call-hook", &receiver.url("/call")],
+        &[
+            "--sip",
+            "127.0.0.1:28841",
+            "--call-hook",
+            &receiver.url("/call"),
+        ],
         28842,
     )
     .await;
@@ -2149,7 +2175,10 @@ async fn a_call_hook_application_that_fails_its_check_refuses_that_call_only() {
     let hits = receiver.wait_for(3, Duration::from_secs(10)).await;
     assert!(hits.iter().any(|h| h.path == "/action"), "{}", server.log());
     let (_, metrics) = server.get("/metrics").await;
-    assert!(metrics.contains("verbhost_calls_rejected_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("verbhost_calls_rejected_total 1"),
+        "{metrics}"
+    );
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
 }
@@ -2166,7 +2195,14 @@ async fn a_plugin_built_for_contract_0_1_0_still_loads_and_serves_checked_by_the
     );
     let dir = plugins.dir.to_str().unwrap();
     let server = Server::start(
-        &["--sip", "127.0.0.1:28843", "--plugins", dir, "--app", app.path.to_str().unwrap()],
+        &[
+            "--sip",
+            "127.0.0.1:28843",
+            "--plugins",
+            dir,
+            "--app",
+            app.path.to_str().unwrap(),
+        ],
         28844,
     )
     .await;
@@ -2204,7 +2240,10 @@ async fn a_plugin_built_for_contract_0_1_0_still_loads_and_serves_checked_by_the
     ])
     .await;
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("verb 0 (old:greet): actionHook: bad hook URL"), "{stderr}");
+    assert!(
+        stderr.contains("verb 0 (old:greet): actionHook: bad hook URL"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2212,11 +2251,23 @@ async fn a_check_that_traps_refuses_the_application_naming_the_plugin() {
     let plugins = TempFile::new("misbehave.wasm", "");
     std::fs::copy(verbhost_guests::MISBEHAVE, &plugins.path).unwrap();
     for (mode, cause) in [
-        ("panic-in-parse", "the check by plugin misbehave 0.1.0 failed: plugin trapped (panic)"),
-        ("host-call-in-parse", "the check by plugin misbehave 0.1.0 failed: plugin trapped (host call limit): describe() and check() may not call the host"),
-        ("loop-in-parse", "the check by plugin misbehave 0.1.0 failed: plugin trapped (cpu budget exceeded)"),
+        (
+            "panic-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (panic)",
+        ),
+        (
+            "host-call-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (host call limit): describe() and check() may not call the host",
+        ),
+        (
+            "loop-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (cpu budget exceeded)",
+        ),
     ] {
-        let app = TempFile::new("app.json", &json!([{"verb": "misbehave", "mode": mode}]).to_string());
+        let app = TempFile::new(
+            "app.json",
+            &json!([{"verb": "misbehave", "mode": mode}]).to_string(),
+        );
         let (code, stderr) = serve_refused(&[
             "--sip",
             "127.0.0.1:28845",
@@ -2227,6 +2278,9 @@ async fn a_check_that_traps_refuses_the_application_naming_the_plugin() {
         ])
         .await;
         assert_eq!(code, 2, "{mode}: {stderr}");
-        assert!(stderr.contains(&format!("verb 0 (misbehave): {cause}")), "{mode}: {stderr}");
+        assert!(
+            stderr.contains(&format!("verb 0 (misbehave): {cause}")),
+            "{mode}: {stderr}"
+        );
     }
 }

@@ -242,7 +242,10 @@ async fn check_reads_the_verb_without_running_it_and_old_plugins_have_none() {
         .check(r#"{"verb":"sip:refer","referto":"+4930123"}"#)
         .await
         .unwrap_err();
-    assert_eq!(err.to_string(), "invalid verb: sip:refer: unknown property referto");
+    assert_eq!(
+        err.to_string(),
+        "invalid verb: sip:refer: unknown property referto"
+    );
     let host = MockHost::new().expect("mock host starts");
     let old = host
         .load_file(verbhost_guests::CONTRACT_0_1_0.as_ref())

@@ -92,11 +92,7 @@ impl MockHost {
         let call = MockCall::new(scenario);
         let verb = scenario.verb_text();
         let run = match admit(plugin, &verb).await {
-            Ok(()) => {
-                plugin
-                    .run(call, &verb, &scenario.call.to_call_info())
-                    .await
-            }
+            Ok(()) => plugin.run(call, &verb, &scenario.call.to_call_info()).await,
             Err(err) => Run {
                 outcome: Err(err),
                 host: call,

@@ -320,7 +320,10 @@ fn a_directory_path_reads_the_top_level_files_only_so_the_frozen_copies_stay_out
     // bindgen!/generate! with `path: "../../wit"` parse the directory the same way.
     let current = current();
     assert_eq!(current.resolve.packages.len(), 1, "only verbhost:plugin");
-    assert_eq!(current.version().to_string(), verbhost_runtime::CONTRACT_VERSION);
+    assert_eq!(
+        current.version().to_string(),
+        verbhost_runtime::CONTRACT_VERSION
+    );
 }
 
 fn edited(from: &str, to: &str) -> Contract {

@@ -141,9 +141,7 @@ macro_rules! export_plugin {
 
         #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::verbhost::plugin::verb_check::Guest for __VerbhostExport {
-            fn check(
-                verb: ::std::string::String,
-            ) -> ::std::result::Result<(), $crate::VerbError> {
+            fn check(verb: ::std::string::String) -> ::std::result::Result<(), $crate::VerbError> {
                 <$plugin as $crate::Plugin>::parse(&verb).map(|_| ())
             }
         }

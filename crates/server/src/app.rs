@@ -116,7 +116,9 @@ mod tests {
             .map(|(name, hook)| {
                 (
                     name.as_str(),
-                    hook.as_ref().map(|h| h.url.as_str()).map_err(|e| e.to_string()),
+                    hook.as_ref()
+                        .map(|h| h.url.as_str())
+                        .map_err(|e| e.to_string()),
                 )
             })
             .collect();

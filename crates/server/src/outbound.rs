@@ -12,8 +12,8 @@ use verbhost_sip::endpoint::{CallError, Endpoint};
 use crate::app::{self, AppVerb};
 use crate::config::Config;
 use crate::error::{AppCheckError, ServerError, UnknownVerb};
-use crate::webhook::Webhooks;
 use crate::session::{CallIds, Journal, Session, Shared, Summary};
+use crate::webhook::Webhooks;
 
 /// An SDP offer/answer for a signalling-only leg: one audio stream, PCMU/PCMA, on the
 /// endpoint's own address.

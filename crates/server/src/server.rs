@@ -20,8 +20,8 @@ use verbhost_sip::message::{SipHeaders, addr_uri};
 
 use crate::app::{self, AppError, AppVerb};
 use crate::config::Config;
-use crate::error::ServerError;
 use crate::error::AppCheckError;
+use crate::error::ServerError;
 use crate::outbound::{check_app, read_app, signalling_sdp};
 use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
 use crate::webhook::{AnswerTooLarge, HookKind};

@@ -29,7 +29,9 @@ impl Guest for Contract010 {
 
     fn run(verb: String, call: CallInfo) -> Result<Completion, VerbError> {
         if verb.contains("\"fail\"") {
-            return Err(VerbError::InvalidVerb("old:greet: unknown property fail".into()));
+            return Err(VerbError::InvalidVerb(
+                "old:greet: unknown property fail".into(),
+            ));
         }
         log(Level::Info, &format!("hello, {}", call.remote_party.uri));
         // A hook string is found without a JSON parser: this plugin stays dependency-free.
