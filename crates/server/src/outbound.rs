@@ -169,11 +169,14 @@ pub(crate) async fn check_app(
                 });
             }
             Err(err) => {
+                let plugin = format!("{} {}", version.name(), version.version());
+                // The error names one line of cause; the backtrace and output go to the log.
+                tracing::warn!(verb = %verb.name, index, %plugin, "the plugin's check of the verb failed: {err}");
                 return Err(AppCheckError::PluginFailed {
                     index,
                     verb: verb.name.clone(),
-                    plugin: format!("{} {}", version.name(), version.version()),
-                    cause: err.to_string(),
+                    plugin,
+                    cause: crate::session::run_detail(&err),
                 });
             }
         }
