@@ -237,7 +237,8 @@ pub struct Expect {
 #[serde(deny_unknown_fields)]
 pub struct ErrorSpec {
     /// `invalid-verb`, `failed`, `verb-too-large`, `trap`, `invalid-completion`,
-    /// `wall-clock` or `instantiate`.
+    /// `wall-clock`, `instantiate`, `overloaded`, or `no-plugin` (the verb is not one the
+    /// plugin's `describe()` lists).
     pub kind: String,
     /// The exact message.
     #[serde(default)]
