@@ -515,10 +515,17 @@ async fn answering_callee() -> (Endpoint, tokio::task::JoinHandle<bool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_call_ends_cleanly() {
+    // An application file is checked before the call, so the bad verb comes the only way
+    // that is not checked: an actionHook's answer, which replaces the rest of the application.
     let receiver = Receiver::start().await;
     let (callee, ended) = answering_callee().await;
+    let bad = json!([
+        {"verb": "sip:refer", "id": "t9", "actionHook": receiver.url("/failed"), "colour": "red"},
+    ])
+    .to_string();
+    receiver.reply("/action", vec![Reply::ok(bad)]);
     let app = json!([
-        {"verb": "sip:refer", "id": "t9", "actionHook": receiver.url("/action"), "colour": "red"},
+        {"verb": "sip:refer", "referTo": "sip:carol@127.0.0.1", "actionHook": receiver.url("/action")},
     ])
     .to_string();
     let run = call(&format!("sip:bob@{}", callee.local_addr()), &app, &[]).await;
@@ -526,7 +533,10 @@ async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_ca
     let failed = run.one("verb.failed");
     assert_eq!(failed["reason"], "invalid-verb");
     assert!(
-        failed["error"].as_str().unwrap().contains("referTo"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown property colour"),
         "{}",
         run.describe()
     );
@@ -535,13 +545,14 @@ async fn a_verb_its_plugin_rejects_fails_loudly_posts_its_action_hook_and_the_ca
         "{}",
         run.describe()
     );
-    let hits = receiver.wait_for(1, Duration::from_secs(5)).await;
-    assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].json["event"], "VERB_ERROR");
-    assert_eq!(hits[0].json["completion_reason"], "invalid-verb");
-    assert_eq!(hits[0].json["verb_id"], "t9");
+    let hits = receiver.wait_for(2, Duration::from_secs(5)).await;
+    let failed: Vec<&Hit> = hits.iter().filter(|h| h.path == "/failed").collect();
+    assert_eq!(failed.len(), 1, "{}", run.describe());
+    assert_eq!(failed[0].json["event"], "VERB_ERROR");
+    assert_eq!(failed[0].json["completion_reason"], "invalid-verb");
+    assert_eq!(failed[0].json["verb_id"], "t9");
     assert_eq!(
-        hits[0].json["call_sid"],
+        failed[0].json["call_sid"],
         run.one("call.answered")["call_sid"]
     );
     assert!(ended.await.unwrap(), "verbhost hung up the call");
@@ -1196,18 +1207,19 @@ async fn an_action_hook_loop_and_a_long_application_end_at_the_call_limits() {
     let receiver = Receiver::start().await;
     // Call 1: an actionHook that answers the same failing transfer forever.
     let looping = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/loop"}]).to_string();
-    // Call 2: ten verbs nobody implements, with made-up names.
+    // Call 2: a failing transfer whose actionHook answers with ten verbs nobody implements,
+    // with made-up names (a call hook's application is checked before the call, so they come
+    // as a replacement, which is not).
     let long: Vec<Value> = (0..10)
-        .map(|n| json!({"verb": format!("made-up-{n}"), "actionHook": "/long"}))
+        .map(|n| json!({"verb": format!("made-up-{n}"), "actionHook": "/made-up"}))
         .collect();
+    let transfer = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/long"}]).to_string();
     receiver.reply(
         "/call",
-        vec![
-            Reply::ok(looping.clone()),
-            Reply::ok(Value::from(long).to_string()),
-        ],
+        vec![Reply::ok(looping.clone()), Reply::ok(transfer)],
     );
     receiver.reply("/loop", vec![Reply::ok(looping)]);
+    receiver.reply("/long", vec![Reply::ok(Value::from(long).to_string())]);
     let config = TempFile::new(
         "verbhost.toml",
         "[server]\nmax_verbs_per_call = 7\nmax_app_replacements = 3\n",
@@ -1239,17 +1251,18 @@ async fn an_action_hook_loop_and_a_long_application_end_at_the_call_limits() {
     let paths = receiver.paths();
     let count = |path: &str| paths.iter().filter(|p| *p == path).count();
     assert_eq!(count("/loop"), 4, "{paths:?}\n{}", server.log());
-    // Seven verbs ran, the eighth ended the call.
-    assert_eq!(count("/long"), 7, "{paths:?}\n{}", server.log());
+    // Seven verbs ran (the transfer and six made-up ones), the eighth ended the call.
+    assert_eq!(count("/long"), 1, "{paths:?}\n{}", server.log());
+    assert_eq!(count("/made-up"), 6, "{paths:?}\n{}", server.log());
     let metrics = server
         .metrics_with("verbhost_calls_active 0", Duration::from_secs(5))
         .await;
     let lines = [
         r#"verbhost_calls_limited_total{limit="max_app_replacements"} 1"#,
         r#"verbhost_calls_limited_total{limit="max_verbs_per_call"} 1"#,
-        r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_ERROR"} 4"#,
+        r#"verbhost_verbs_total{verb="sip:refer",outcome="TRANSFER_REFER_ERROR"} 5"#,
         // Made-up verb names are not labels.
-        r#"verbhost_verbs_total{verb="other",outcome="no-plugin"} 7"#,
+        r#"verbhost_verbs_total{verb="other",outcome="no-plugin"} 6"#,
         "verbhost_calls_active 0",
     ];
     assert!(
@@ -2203,4 +2216,299 @@ async fn the_plugins_command_lists_pushes_and_rolls_back_through_the_admin_api()
     assert_eq!(verbs, ["misbehave", "sip:refer"], "{out}");
     let (code, log) = server.stop().await;
     assert_eq!(code, 0, "{log}");
+}
+
+/// `verbhost serve ARGS`, which must refuse to start: its exit code and stderr.
+async fn serve_refused(args: &[&str]) -> (i32, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        verbhost().arg("serve").args(args).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("verbhost serve {args:?} started instead of refusing"))
+    .expect("verbhost runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Applications that pass the JSON and verb-name checks but that their plugin (or the host's
+/// hook check) refuses, each with the words that must name the fault.
+fn apps_failing_their_check() -> Vec<(String, &'static str)> {
+    vec![
+        (
+            json!([{"verb": "sip:refer", "referTo": "+4930123", "eventhook": "https://app.example/e"}]).to_string(),
+            "verb 0 (sip:refer): unknown property eventhook",
+        ),
+        (
+            // The README's example: the typo is named, not reported as a missing referTo.
+            json!([{"verb": "sip:refer", "referto": "+4930123"}]).to_string(),
+            "verb 0 (sip:refer): unknown property referto",
+        ),
+        (
+            json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": "ht!tp://bad url"}]).to_string(),
+            "verb 0 (sip:refer): actionHook: the URL \"ht!tp://bad url\" contains white space",
+        ),
+        (
+            json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": {"uri": "/x"}}]).to_string(),
+            "verb 0 (sip:refer): actionHook: unknown property uri",
+        ),
+        (
+            // A relative hook and no --base-url: it could never be delivered.
+            json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": "/done"}]).to_string(),
+            "verb 0 (sip:refer): actionHook: bad hook URL \"/done\": relative URL and the application has no base URL",
+        ),
+        (
+            json!([
+                {"verb": "sip:refer", "referTo": "+4930123"},
+                {"sip:refer": {"referTo": "sip:carol@pbx.example", "colour": "red"}}
+            ])
+            .to_string(),
+            "verb 1 (sip:refer): unknown property colour",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_start_with_an_application_that_fails_its_check() {
+    for (app, cause) in apps_failing_their_check() {
+        let file = TempFile::new("app.json", &app);
+        let (code, stderr) = serve_refused(&[
+            "--sip",
+            "127.0.0.1:28840",
+            "--app",
+            file.path.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 2, "{app}: {stderr}");
+        assert!(
+            stderr.contains(cause),
+            "{app}: expected {cause:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("application {}", file.path.display())),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("verbhost is serving"), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_refuses_an_application_that_fails_its_check_without_dialling() {
+    // A real UDP socket as the callee: nothing may reach it.
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("sip:bob@{}", callee.local_addr().unwrap());
+    for (app, cause) in apps_failing_their_check() {
+        let run = call(&target, &app, &[]).await;
+        assert_eq!(run.code, 2, "{app}: {}", run.describe());
+        assert!(run.stderr.contains(cause), "{app}: {}", run.describe());
+        assert!(run.lines.is_empty(), "{app}: {}", run.describe());
+    }
+    // With a base URL the relative hook resolves, so only the check stood in the way: the
+    // same application then dials (and the socket sees the INVITE).
+    callee
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    match callee.recv_from(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the callee received something: {other:?}"),
+    }
+    let app =
+        json!([{"verb": "sip:refer", "referTo": "+4930123", "actionHook": "/done"}]).to_string();
+    let file = TempFile::new("app.json", &app);
+    let mut command = verbhost();
+    command
+        .args(["call", &target, "--app"])
+        .arg(&file.path)
+        .args(["--base-url", "http://127.0.0.1:9/"]);
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    callee
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (len, _) = callee
+        .recv_from(&mut buf)
+        .expect("the checked application dials");
+    assert!(
+        buf[..len].starts_with(b"INVITE "),
+        "{}",
+        String::from_utf8_lossy(&buf[..len])
+    );
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_hook_application_that_fails_its_check_refuses_that_call_only() {
+    let receiver = Receiver::start().await;
+    let typo =
+        json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "eventhook": "/e"}])
+            .to_string();
+    let good = json!([{"verb": "sip:refer", "referTo": "sip:carol@carrier.example", "actionHook": "/action"}]).to_string();
+    receiver.reply("/call", vec![Reply::ok(typo), Reply::ok(good)]);
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28841",
+            "--call-hook",
+            &receiver.url("/call"),
+        ],
+        28842,
+    )
+    .await;
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let refused = place(&caller, 28841, 0).await;
+    assert!(
+        matches!(refused, Err(CallError::Rejected { status: 500, .. })),
+        "{:?}\n{}",
+        refused.as_ref().map(|_| "answered"),
+        server.log()
+    );
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "call refused: the call hook {} answered with an application that fails its check: verb 0 (sip:refer): unknown property eventhook",
+            receiver.url("/call")
+        )),
+        "{log}"
+    );
+    // The next call is unaffected: answered, its REFER refused by our endpoint (501), and the
+    // relative actionHook (resolved against the call hook's URL) posted.
+    let call = place(&caller, 28841, 1)
+        .await
+        .unwrap_or_else(|e| panic!("the second call: {e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up");
+    let hits = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert!(hits.iter().any(|h| h.path == "/action"), "{}", server.log());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("verbhost_calls_rejected_total 1"),
+        "{metrics}"
+    );
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_contract_0_1_0_still_loads_and_serves_checked_by_the_host_only() {
+    let receiver = Receiver::start().await;
+    let plugins = TempFile::new("old.wasm", "");
+    std::fs::copy(verbhost_guests::CONTRACT_0_1_0, &plugins.path).unwrap();
+    // The host checks what it can: the verb has a plugin, and the hook resolves.
+    let app = TempFile::new(
+        "app.json",
+        &json!([{"verb": "old:greet", "actionHook": receiver.url("/action")}]).to_string(),
+    );
+    let dir = plugins.dir.to_str().unwrap();
+    let server = Server::start(
+        &[
+            "--sip",
+            "127.0.0.1:28843",
+            "--plugins",
+            dir,
+            "--app",
+            app.path.to_str().unwrap(),
+        ],
+        28844,
+    )
+    .await;
+    let log = server.log();
+    assert!(
+        log.contains("exports no verbhost:plugin/verb-check") && log.contains("contract-0-1-0"),
+        "{log}"
+    );
+    let caller = Endpoint::bind(EndpointConfig::udp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let call = place(&caller, 28843, 0)
+        .await
+        .unwrap_or_else(|e| panic!("the call: {e}\n{}", server.log()));
+    tokio::time::timeout(Duration::from_secs(10), call.ended())
+        .await
+        .expect("verbhost hung up once the application ended");
+    let hits = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].path, "/action");
+    assert_eq!(hits[0].json["direction"], "inbound", "{}", server.log());
+    let log = server.log();
+    assert!(log.contains("verb=old:greet event=GREETED"), "{log}");
+    let (code, log) = server.stop().await;
+    assert_eq!(code, 0, "{log}");
+    // A relative hook with no base URL is still refused at start for such a plugin.
+    let bad = TempFile::new(
+        "app.json",
+        &json!([{"verb": "old:greet", "actionHook": "/action"}]).to_string(),
+    );
+    let (code, stderr) = serve_refused(&[
+        "--sip",
+        "127.0.0.1:28843",
+        "--plugins",
+        dir,
+        "--app",
+        bad.path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("verb 0 (old:greet): actionHook: bad hook URL"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_traps_refuses_the_application_naming_the_plugin() {
+    let plugins = TempFile::new("misbehave.wasm", "");
+    std::fs::copy(verbhost_guests::MISBEHAVE, &plugins.path).unwrap();
+    for (mode, cause) in [
+        (
+            "panic-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (panic): the plugin \
+             gave up while reading the verb",
+        ),
+        (
+            // The cause ends the line, after the frame of the wasm backtrace that made it.
+            "host-call-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (host call limit): ",
+        ),
+        (
+            "loop-in-parse",
+            "the check by plugin misbehave 0.1.0 failed: plugin trapped (cpu budget exceeded)",
+        ),
+    ] {
+        let app = TempFile::new(
+            "app.json",
+            &json!([{"verb": "misbehave", "mode": mode}]).to_string(),
+        );
+        let (code, stderr) = serve_refused(&[
+            "--sip",
+            "127.0.0.1:28845",
+            "--plugins",
+            plugins.dir.to_str().unwrap(),
+            "--app",
+            app.path.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 2, "{mode}: {stderr}");
+        assert!(
+            stderr.contains(&format!("verb 0 (misbehave): {cause}")),
+            "{mode}: {stderr}"
+        );
+        if mode == "host-call-in-parse" {
+            assert!(
+                stderr.contains("check: describe() and check() may not call the host"),
+                "{stderr}"
+            );
+        }
+    }
 }

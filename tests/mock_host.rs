@@ -182,3 +182,83 @@ async fn unreadable_scenario_files_are_failed_reports_not_crashes() {
     assert!(reports[1].to_string().contains("cannot read"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_verb_the_plugin_does_not_declare_is_refused_as_serve_refuses_it() {
+    // Without the check, sip-refer would run this verb and refuse it itself ("this plugin
+    // implements sip:refer, not say"); serve never hands it a verb it did not declare.
+    let report = run_one(json!({
+        "name": "undeclared verb",
+        "verb": { "verb": "say", "text": "hello" },
+        "expect": {
+            "refer": null,
+            "error": { "kind": "no-plugin", "message": "no plugin implements the verb \"say\" (loaded: sip:refer)" }
+        }
+    }))
+    .await;
+    assert!(report.passed(), "{report}");
+}
+
+#[tokio::test]
+async fn the_mock_host_checks_a_verb_before_it_runs_it_as_serve_does() {
+    let host = MockHost::new().expect("mock host starts");
+    let plugin = host
+        .load_file(verbhost_guests::MISBEHAVE.as_ref())
+        .await
+        .expect("the misbehave plugin loads");
+    assert!(plugin.can_check());
+    // This mode logs while reading the verb: fine in a run, a trap in a check (which has no
+    // call). A mock host that ran the verb unchecked would see it complete.
+    let scenario = Scenario::from_value(json!({
+        "name": "host call while checking",
+        "verb": { "verb": "misbehave", "mode": "host-call-in-parse" },
+        "expect": {
+            "error": { "kind": "trap", "message_contains": "describe() and check() may not call the host" }
+        }
+    }))
+    .expect("valid scenario");
+    let report = host.run(&plugin, &scenario).await;
+    assert!(report.passed(), "{report}");
+    // Run directly, the same verb completes: the refusal above came from the check.
+    let run = plugin
+        .run(
+            verbhost_mock::MockCall::new(&scenario),
+            &scenario.verb_text(),
+            &scenario.call.to_call_info(),
+        )
+        .await;
+    assert_eq!(run.outcome.expect("the run completes").event, "DONE");
+}
+
+#[tokio::test]
+async fn check_reads_the_verb_without_running_it_and_old_plugins_have_none() {
+    let (_host, plugin) = sip_refer().await;
+    assert!(plugin.can_check());
+    plugin
+        .check(r#"{"verb":"sip:refer","referTo":"+4930123","actionHook":"/a"}"#)
+        .await
+        .expect("a good verb passes");
+    let err = plugin
+        .check(r#"{"verb":"sip:refer","referto":"+4930123"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid verb: sip:refer: unknown property referto"
+    );
+    let host = MockHost::new().expect("mock host starts");
+    let old = host
+        .load_file(verbhost_guests::CONTRACT_0_1_0.as_ref())
+        .await
+        .expect("a 0.1.0 plugin still loads");
+    assert!(!old.can_check());
+    // Nothing to ask it: only the size bound applies.
+    old.check(r#"{"verb":"old:greet","fail":true}"#)
+        .await
+        .expect("no check export, nothing refused");
+    let too_big = format!(r#"{{"verb":"old:greet","x":"{}"}}"#, "x".repeat(2 << 20));
+    assert!(matches!(
+        old.check(&too_big).await,
+        Err(verbhost_runtime::RunError::VerbTooLarge { .. })
+    ));
+}

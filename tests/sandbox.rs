@@ -728,8 +728,8 @@ async fn a_plugin_for_a_later_0_1_release_that_needs_a_newer_host_function_is_re
     );
     assert_eq!(
         text,
-        "the plugin is built for verbhost:plugin@0.1.1, newer than this host's 0.1.0: it \
-         imports `get-config` from verbhost:plugin/host@0.1.1, which this host does not have; \
-         upgrade verbhost, or rebuild the plugin against verbhost:plugin@0.1.0"
+        "the plugin is built for verbhost:plugin@0.1.2, newer than this host's 0.1.1: it \
+         imports `get-config` from verbhost:plugin/host@0.1.2, which this host does not have; \
+         upgrade verbhost, or rebuild the plugin against verbhost:plugin@0.1.1"
     );
 }

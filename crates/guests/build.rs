@@ -9,7 +9,7 @@ use std::{env, fs};
 const TARGET: &str = "wasm32-wasip2";
 
 /// (constant name, package, file stem) of each guest.
-const GUESTS: [(&str, &str, &str); 7] = [
+const GUESTS: [(&str, &str, &str); 8] = [
     (
         "SIP_REFER",
         "verbhost-guest-sip-refer",
@@ -44,6 +44,11 @@ const GUESTS: [(&str, &str, &str); 7] = [
         "NEWER_MINOR",
         "verbhost-guest-newer-minor",
         "verbhost_guest_newer_minor",
+    ),
+    (
+        "CONTRACT_0_1_0",
+        "verbhost-guest-contract-0-1-0",
+        "verbhost_guest_contract_0_1_0",
     ),
 ];
 

@@ -44,7 +44,7 @@ pub(crate) async fn run(dialer: Dialer, args: CallArgs) -> anyhow::Result<ExitCo
         );
         return Ok(ExitCode::from(exit::BAD_INPUT));
     }
-    let verbs = match dialer.read_app(&args.app) {
+    let verbs = match dialer.read_app(&args.app, args.base.as_ref()).await {
         Ok(verbs) if verbs.is_empty() => {
             eprintln!(
                 "verbhost: the application {} is empty: there is nothing to run, so no call is placed",

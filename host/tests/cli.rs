@@ -237,24 +237,19 @@ fn call_refuses_a_target_that_is_not_a_sip_uri_and_an_empty_application_without_
         r#"[{"verb": "sip:refer", "referTo": "+4930123"}]"#,
     );
     let empty = scratch("empty.json", "[]");
-    let cases: [(&[&str], &str); 2] = [
+    // A real UDP socket as the callee: no INVITE may reach it.
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = callee.local_addr().expect("bound");
+    let bare = format!("bob@{addr}");
+    let uri = format!("sip:bob@{addr}");
+    let cases: [(&[&str], String); 2] = [
         (
-            &[
-                "call",
-                "bob@127.0.0.1",
-                "--app",
-                app.to_str().expect("utf-8"),
-            ],
-            "the target \"bob@127.0.0.1\" is not a SIP URI",
+            &["call", &bare, "--app", app.to_str().expect("utf-8")],
+            format!("the target \"{bare}\" is not a SIP URI"),
         ),
         (
-            &[
-                "call",
-                "sip:bob@127.0.0.1:9",
-                "--app",
-                empty.to_str().expect("utf-8"),
-            ],
-            "is empty: there is nothing to run, so no call is placed",
+            &["call", &uri, "--app", empty.to_str().expect("utf-8")],
+            "is empty: there is nothing to run, so no call is placed".into(),
         ),
     ];
     for (args, expected) in cases {
@@ -265,9 +260,19 @@ fn call_refuses_a_target_that_is_not_a_sip_uri_and_an_empty_application_without_
             Some(2),
             "{args:?}\n{stdout}\n{stderr}"
         );
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "nothing dialled: {args:?}: {stdout}");
     }
+    callee
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let received = callee.recv_from(&mut buf);
+    assert!(
+        received.is_err(),
+        "the callee received {:?}",
+        received.map(|(len, _)| String::from_utf8_lossy(&buf[..len]).into_owned())
+    );
 }
 
 #[test]

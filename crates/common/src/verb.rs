@@ -59,6 +59,20 @@ pub fn split(value: Value) -> Result<(String, Map<String, Value>), VerbShapeErro
     }
 }
 
+/// The comment key jambonz allows in every verb: ignored, never an unknown property.
+pub const COMMENT_KEY: &str = "_";
+
+/// The first property of `props` that is neither in `known` nor the comment key `_`: the
+/// unknown property a verb reader reports (a typo such as `referto` for `referTo`). Readers
+/// call it before reading anything, so an unknown property is reported before a missing or
+/// mistyped one.
+pub fn first_unknown<'a>(props: &'a Map<String, Value>, known: &[&str]) -> Option<&'a str> {
+    props
+        .keys()
+        .map(String::as_str)
+        .find(|key| *key != COMMENT_KEY && !known.contains(key))
+}
+
 /// A webhook as an application writes it: a URL string, or `{url, method, username,
 /// password}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +245,19 @@ mod tests {
             "a verb needs a \"verb\" property naming it, or must be an object with one \
              property named after the verb"
         );
+    }
+
+    #[test]
+    fn the_first_unknown_property_is_found_and_the_comment_key_is_not_one() {
+        let props = json!({"referTo": "x", "_": "note", "eventhook": "/e"});
+        let Value::Object(props) = props else {
+            unreachable!("an object")
+        };
+        assert_eq!(
+            first_unknown(&props, &["referTo", "eventHook"]),
+            Some("eventhook")
+        );
+        assert_eq!(first_unknown(&props, &["referTo", "eventhook"]), None);
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //!   `wasi:sockets`).
 //! - [`FUTURE_CONTRACT`]: `guest/future-contract`, a plugin built for `verbhost:plugin@0.2.0`,
 //!   a contract version this host does not support: loading it must fail with both versions named.
-//! - [`NEWER_MINOR`]: `guest/newer-minor`, a plugin built for `verbhost:plugin@0.1.1` that
-//!   imports a host function `0.1.0` does not have: loading it must say the host is older.
+//! - [`NEWER_MINOR`]: `guest/newer-minor`, a plugin built for a made-up `verbhost:plugin@0.1.2`
+//!   that imports a host function `0.1.1` does not have: loading it must say the host is older.
+//! - [`CONTRACT_0_1_0`]: `guest/contract-0-1-0`, a plugin built against the frozen
+//!   `verbhost:plugin@0.1.0`, before `verb-check` existed: it must keep loading and serving.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub use call::MockCall;
 pub use report::{Failure, Report, completion_json, error_kind};
 pub use scenario::{Scenario, ScenarioError};
-use verbhost_runtime::{Compiled, LoadError, Plugin, Runtime, RuntimeConfig};
+use verbhost_runtime::{Compiled, LoadError, Plugin, Run, RunError, Runtime, RuntimeConfig};
 
 /// A runtime whose calls are scripted.
 #[derive(Clone)]
@@ -83,11 +83,25 @@ impl MockHost {
     }
 
     /// Runs one scenario and compares the result with its expectations.
+    ///
+    /// As in production, a verb is first matched and checked, and only then run: a verb the
+    /// plugin's `describe()` does not list fails `no-plugin` (the server's message), and a
+    /// verb the plugin's `check` refuses (or that traps it) fails with that error without
+    /// running, as an application holding it is refused before any call.
     pub async fn run(&self, plugin: &Plugin<MockCall>, scenario: &Scenario) -> Report {
         let call = MockCall::new(scenario);
-        let run = plugin
-            .run(call, &scenario.verb_text(), &scenario.call.to_call_info())
-            .await;
+        let verb = scenario.verb_text();
+        let run = match admit(plugin, &verb).await {
+            Ok(()) => plugin.run(call, &verb, &scenario.call.to_call_info()).await,
+            Err(err) => Run {
+                outcome: Err(err),
+                host: call,
+                guest_output: String::new(),
+                guest_output_dropped: 0,
+                log_dropped: 0,
+                cpu_time: std::time::Duration::ZERO,
+            },
+        };
         Report::compare(&scenario.name, &scenario.expect, &run)
     }
 
@@ -110,6 +124,26 @@ impl MockHost {
         }
         reports
     }
+}
+
+/// What the server does before a verb runs: the plugin must declare the verb, and its
+/// `check` (when it has one) must accept it. A verb whose name cannot be read is left to the
+/// plugin, whose error names the cause.
+async fn admit(plugin: &Plugin<MockCall>, verb: &str) -> Result<(), RunError> {
+    let name = verbhost_common::json::parse(verb)
+        .ok()
+        .and_then(|value| verbhost_common::verb::split(value).ok())
+        .map(|(name, _)| name);
+    if let Some(name) = name {
+        let verbs = &plugin.info().verbs;
+        if !verbs.contains(&name) {
+            return Err(RunError::NoPlugin {
+                verb: name,
+                loaded: verbs.join(", "),
+            });
+        }
+    }
+    plugin.check(verb).await
 }
 
 /// Loads `plugin` and runs `scenarios` against it, blocking: the whole mock host in one call,

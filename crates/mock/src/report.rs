@@ -191,6 +191,7 @@ pub fn error_kind(err: &RunError) -> (&'static str, String) {
         RunError::InvalidCompletion(_) => ("invalid-completion", err.to_string()),
         RunError::Instantiate(_) => ("instantiate", err.to_string()),
         RunError::Overloaded { .. } => ("overloaded", err.to_string()),
+        RunError::NoPlugin { .. } => ("no-plugin", err.to_string()),
     }
 }
 

@@ -268,7 +268,8 @@ pub struct ErrorSpec {
     /// `invalid-verb` (the plugin refused the verb), `failed` (the plugin gave up),
     /// `verb-too-large` (refused before the plugin ran), `trap` (a panic or a sandbox bound:
     /// the message names which), `invalid-completion` (the host refused what the plugin
-    /// returned), `wall-clock`, `instantiate` or `overloaded`.
+    /// returned), `wall-clock`, `instantiate`, `overloaded`, or `no-plugin` (the verb is not
+    /// one the plugin's `describe()` lists).
     pub kind: String,
     /// The exact message.
     #[serde(default)]

@@ -113,7 +113,7 @@ pub const SUPPORTED: &[SupportedTrack] = &[SupportedTrack {
 
 /// The newest contract version this host implements: the package version of `wit/plugin.wit`
 /// (the same as [`crate::CONTRACT_VERSION`]).
-pub const CURRENT: ContractVersion = ContractVersion::new(0, 1, 0);
+pub const CURRENT: ContractVersion = ContractVersion::new(0, 1, 1);
 
 /// Why a plugin's contract version cannot run on this host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,8 +183,14 @@ fn supported() -> String {
             if version.major == 0 && version.minor == 0 {
                 format!("{PACKAGE}@{version}")
             } else {
+                // The track's first release: every release of the track up to the one
+                // implemented loads, and later ones that use nothing newer.
+                let first = match version.major {
+                    0 => ContractVersion::new(0, version.minor, 0),
+                    major => ContractVersion::new(major, 0, 0),
+                };
                 format!(
-                    "{PACKAGE}@{} ({version} and later {} releases)",
+                    "{PACKAGE}@{} ({first} and later {} releases)",
                     version.track(),
                     version.track_prefix()
                 )

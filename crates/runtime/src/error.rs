@@ -101,6 +101,16 @@ pub enum RunError {
     /// The plugin could not be instantiated.
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// No plugin implements the verb, so nothing ran: a host that picks the plugin by verb
+    /// name (the server's registry, the mock host with the one plugin it tests) reports this
+    /// when the plugin's `describe()` does not list the verb.
+    #[error("no plugin implements the verb {verb:?} (loaded: {loaded})")]
+    NoPlugin {
+        /// The verb's name.
+        verb: String,
+        /// The verbs that have a plugin, comma-separated.
+        loaded: String,
+    },
     /// There was no room for the run: it waited its `slot_wait` for the instance pool (or
     /// for the plugin's own `max_concurrent_runs`) and was not started. Retryable.
     #[error("overloaded: waited {waited:?} for {waited_for} and gave up (slot_wait_ms)")]

@@ -47,7 +47,8 @@ pub trait CallHost: Send + 'static {
 
 /// Store data of one run.
 pub(crate) struct State<H> {
-    /// The call; `None` while the plugin is described at load, when it may not call the host.
+    /// The call; `None` while the plugin is described at load or checks a verb, when it may
+    /// not call the host.
     pub(crate) host: Option<H>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -197,7 +198,7 @@ impl<H: CallHost> State<H> {
     }
 
     /// Counts a host call; traps once the run has made too many, or when there is no call
-    /// (during `describe`).
+    /// (during `describe` or `check`).
     fn count_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.bounds.max_host_calls {
@@ -231,11 +232,11 @@ impl<H: CallHost> State<H> {
     }
 }
 
-/// The error of a host call made while there is no call host (during `describe`).
+/// The error of a host call made while there is no call host (during `describe` or `check`).
 fn no_host() -> wasmtime::Error {
     wasmtime::Error::new(BoundExceeded {
         kind: TrapKind::HostCalls,
-        what: "describe() may not call the host".into(),
+        what: "describe() and check() may not call the host".into(),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Runs verbhost verb plugins.
 //!
 //! A plugin is a WebAssembly component targeting the `verb-plugin` world of
-//! `wit/plugin.wit` (`verbhost:plugin@0.1.0`). The runtime follows wasmtime's fast path: one
+//! `wit/plugin.wit` (`verbhost:plugin@0.1.1`). The runtime follows wasmtime's fast path: one
 //! [`Runtime`] per process holds the `Engine` and a `Linker` built once; every
 //! [`Plugin::run`] gets a fresh `Store`, so a trap in one verb can never affect another.
 //!
@@ -72,9 +72,10 @@ pub use bindings::verbhost::plugin::types::{
     CallInfo, Direction, Header, Identity, Level, Webhook,
 };
 
-/// The contract version this host implements. Plugins built against `0.1.0`, or a later
-/// `0.1.x` that uses nothing this host lacks, load; [`contract`] has the rules and the checks.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract version this host implements. Plugins built against `0.1.0` or `0.1.1`, or a
+/// later `0.1.x` that uses nothing this host lacks, load; [`contract`] has the rules and the
+/// checks.
+pub const CONTRACT_VERSION: &str = "0.1.1";
 
 /// Builds the contract's view of a NOTIFY from its raw parts, exactly as every host does:
 /// the `Subscription-State` header parsed, and the sipfrag status line read when the

@@ -7,7 +7,7 @@ use tokio::io::AsyncReadExt;
 
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
@@ -310,9 +310,11 @@ impl<H: CallHost> Runtime<H> {
             .instantiate_pre(component)
             .and_then(VerbPluginPre::new)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let check = find_check_export(&self.shared.engine, component);
         let mut plugin = Plugin {
             runtime: self.clone(),
             pre,
+            check,
             compiled: compiled.clone(),
             limits: Arc::new(self.shared.config.run.clone()),
             runs: None,
@@ -323,6 +325,16 @@ impl<H: CallHost> Runtime<H> {
             },
         };
         plugin.info = plugin.describe().await?;
+        if plugin.check.is_none() {
+            tracing::info!(
+                plugin = %plugin.info.name,
+                version = %plugin.info.version,
+                verbs = %plugin.info.verbs.join(","),
+                "the plugin exports no verbhost:plugin/verb-check (built before contract 0.1.1): \
+                 applications are checked only for a plugin per verb and their hook URLs, and \
+                 its own verb errors show when a verb runs"
+            );
+        }
         Ok(plugin)
     }
 }
@@ -449,6 +461,23 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError
     Ok(())
 }
 
+/// The `check` function of the plugin's `verbhost:plugin/verb-check` export (since 0.1.1), in a
+/// supported track; `None` when the plugin does not export it (built for 0.1.0, or without
+/// the SDK).
+fn find_check_export(engine: &Engine, component: &Component) -> Option<ComponentExportIndex> {
+    let ty = component.component_type();
+    let name = ty.exports(engine).map(|(name, _)| name).find(|name| {
+        matches!(
+            crate::contract::parse_name(name),
+            Some(Ok(("verb-check", version))) if crate::contract::SUPPORTED
+                .iter()
+                .any(|track| track.implemented.same_track(version))
+        )
+    })?;
+    let interface = component.get_export_index(None, name)?;
+    component.get_export_index(Some(&interface), "check")
+}
+
 fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     Ok(crate::contract::check_exports(
@@ -463,6 +492,8 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError
 pub struct Plugin<H: CallHost> {
     runtime: Runtime<H>,
     pre: VerbPluginPre<State<H>>,
+    /// The `verb-check` export's `check`, when the plugin has one.
+    check: Option<ComponentExportIndex>,
     compiled: Compiled,
     limits: Arc<RunLimits>,
     /// Permits for [`RunLimits::max_concurrent_runs`], when set.
@@ -475,6 +506,7 @@ impl<H: CallHost> Clone for Plugin<H> {
         Plugin {
             runtime: self.runtime.clone(),
             pre: self.pre.clone(),
+            check: self.check,
             compiled: self.compiled.clone(),
             limits: self.limits.clone(),
             runs: self.runs.clone(),
@@ -544,6 +576,7 @@ impl<H: CallHost> Plugin<H> {
         Ok(Plugin {
             runtime: self.runtime.clone(),
             pre: self.pre.clone(),
+            check: self.check,
             compiled: self.compiled.clone(),
             runs: limits
                 .max_concurrent_runs
@@ -660,7 +693,82 @@ impl<H: CallHost> Plugin<H> {
         }
     }
 
-    /// A fresh store with the run limits; `host` is `None` only for the load-time `describe`.
+    /// True when the plugin exports `verbhost:plugin/verb-check` (contract 0.1.1, which the
+    /// SDK builds), so [`Plugin::check`] asks the plugin itself. A plugin built for 0.1.0 does
+    /// not; its verbs can be checked only for what the host knows (a plugin for the name, hook
+    /// URLs).
+    pub fn can_check(&self) -> bool {
+        self.check.is_some()
+    }
+
+    /// Checks one verb without running it: the plugin's `check` (the `verb-check` export)
+    /// reads it as `run` would and says what `run` would refuse it with. It runs in a fresh
+    /// store under the same bounds as a run (room in the pool, `max_verb_bytes`, CPU, memory,
+    /// wall clock) and with no call: a plugin that calls the host while checking traps.
+    ///
+    /// `Ok(())` when the plugin accepts the verb, and also when it has no `check` export
+    /// ([`Plugin::can_check`] tells them apart; only the size bound applies then). A refusal
+    /// is [`RunError::Verb`]; a trap or an exceeded bound is the [`RunError`] a run would end
+    /// with.
+    pub async fn check(&self, verb: &str) -> Result<(), RunError> {
+        let config = &*self.limits;
+        if verb.len() > config.max_verb_bytes {
+            return Err(RunError::VerbTooLarge {
+                len: verb.len(),
+                limit: config.max_verb_bytes,
+            });
+        }
+        let Some(check) = self.check else {
+            return Ok(());
+        };
+        let _admission = self.admit().await?;
+        let mut store = self.new_store(None);
+        let limit = config.wall_clock_limit();
+        let outcome =
+            match tokio::time::timeout(limit, self.call_check(&mut store, &check, verb)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(RunError::WallClock(limit)),
+            };
+        outcome.map_err(|err| match err {
+            RunError::Trap { kind, message, .. } => RunError::Trap {
+                kind,
+                message,
+                guest_output: store.data().guest_output.text().0,
+            },
+            other => other,
+        })
+    }
+
+    async fn call_check(
+        &self,
+        store: &mut Store<State<H>>,
+        check: &ComponentExportIndex,
+        verb: &str,
+    ) -> Result<(), RunError> {
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+        let func = instance
+            .get_typed_func::<(&str,), (Result<(), crate::VerbError>,)>(&mut *store, check)
+            .map_err(|e| {
+                RunError::Instantiate(format!(
+                    "the plugin's verbhost:plugin/verb-check export does not fit the contract: {e:#}"
+                ))
+            })?;
+        store.data_mut().meter.start();
+        let (result,) = func
+            .call_async(&mut *store, (verb,))
+            .await
+            .map_err(|err| trap(err, store))?;
+        store.data_mut().meter.pause();
+        result.map_err(RunError::Verb)
+    }
+
+    /// A fresh store with the run limits; `host` is `None` for the load-time `describe` and
+    /// for [`Plugin::check`], which may not call the host.
     fn new_store(&self, host: Option<H>) -> Store<State<H>> {
         let shared = &self.runtime.shared;
         let most = shared.pool.per_plugin();

@@ -320,7 +320,10 @@ fn a_directory_path_reads_the_top_level_files_only_so_the_frozen_copies_stay_out
     // bindgen!/generate! with `path: "../../wit"` parse the directory the same way.
     let current = current();
     assert_eq!(current.resolve.packages.len(), 1, "only verbhost:plugin");
-    assert_eq!(current.version(), ContractVersion::new(0, 1, 0));
+    assert_eq!(
+        current.version().to_string(),
+        verbhost_runtime::CONTRACT_VERSION
+    );
 }
 
 fn edited(from: &str, to: &str) -> Contract {
@@ -403,11 +406,31 @@ fn additions_to_imported_interfaces_are_allowed_but_not_to_the_exported_one() {
         ),
         [
             "verb: function health was added to an exported interface, which plugins built for \
-          0.1.0 do not export"
+          0.1.1 do not export"
         ]
     );
     assert_eq!(
         problems_of("    export verb;\n", "    export verb;\n    export host;\n"),
-        ["world verb-plugin exports [\"host\", \"verb\"] instead of [\"verb\"]"]
+        [
+            "world verb-plugin exports [\"host\", \"verb\"] instead of [\"verb\"]",
+            // The 0.1.1 world that includes it changes with it.
+            "world checked-verb-plugin exports [\"host\", \"verb\", \"verb-check\"] instead of \
+             [\"verb\", \"verb-check\"]"
+        ]
+    );
+}
+
+#[test]
+fn the_optional_check_export_gains_no_functions_either() {
+    let check = "    check: func(verb: string) -> result<_, verb-error>;\n";
+    assert_eq!(
+        problems_of(
+            check,
+            &format!("{check}    lint: func(verb: string) -> bool;\n")
+        ),
+        [
+            "verb-check: function lint was added to an exported interface, which plugins built \
+          for 0.1.1 do not export"
+        ]
     );
 }

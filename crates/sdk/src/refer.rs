@@ -23,6 +23,19 @@ use crate::{CallInfo, Header, Identity, VerbError, Webhook};
 
 /// The verb's name.
 pub const VERB: &str = "sip:refer";
+/// Every property of the verb (besides `_`, the comment key): any other is refused as
+/// unknown before a missing or mistyped one is reported.
+pub const PROPERTIES: [&str; 9] = [
+    "id",
+    "referTo",
+    "referredBy",
+    "referredByDisplayName",
+    "headers",
+    "actionHook",
+    "eventHook",
+    "notifyTimeout",
+    "transferTimeout",
+];
 /// Default for `notifyTimeout`: Timer B (32 s, the transferee's INVITE timeout) plus margin,
 /// so that a transferee reporting its INVITE's timeout is still heard.
 pub const DEFAULT_NOTIFY_TIMEOUT_MS: u32 = 40_000;
@@ -63,7 +76,7 @@ impl SipRefer {
     pub fn parse(json: &str) -> Result<SipRefer, VerbError> {
         let verb = Verb::parse(json)?;
         verb.expect_name(VERB)?;
-        let mut p = verb.props();
+        let mut p = verb.props_known(&PROPERTIES)?;
         let id = p.string("id")?;
         let refer_to = p
             .phone_or_string("referTo")?
@@ -529,6 +542,19 @@ mod tests {
         assert!(v.warnings.is_empty());
         assert_eq!(transfer_timeout(40_000, None), DEFAULT_TRANSFER_TIMEOUT_MS);
         assert_eq!(transfer_timeout(40_000, Some(1_000)), 1_000);
+    }
+
+    #[test]
+    fn an_unknown_property_is_reported_before_a_missing_one() {
+        // The README's own example: a typo'd referTo is named, not reported as missing.
+        assert_eq!(
+            invalid(r#"{"verb":"sip:refer","referto":"+4930123"}"#),
+            "sip:refer: unknown property referto"
+        );
+        assert_eq!(
+            invalid(r#"{"verb":"sip:refer","referTo":["x"],"eventhook":"/e"}"#),
+            "sip:refer: unknown property eventhook"
+        );
     }
 
     #[test]

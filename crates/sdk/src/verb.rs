@@ -53,8 +53,30 @@ impl Verb {
         }
     }
 
+    /// A reader over the properties that first refuses every property not in `known` (`_`,
+    /// jambonz's comment key, excepted), so that a typo is reported as what it is:
+    /// `{"referto": "+4930123"}` gives `sip:refer: unknown property referto`, not
+    /// `referTo: missing`. List every property the verb has; [`Props::finish`] still refuses
+    /// what was not read.
+    ///
+    /// ```
+    /// use verbhost_sdk::verb::Verb;
+    /// let verb = Verb::parse(r#"{"verb": "sip:refer", "referto": "+4930123"}"#).unwrap();
+    /// assert_eq!(
+    ///     verb.props_known(&["referTo"]).unwrap_err().message(),
+    ///     "sip:refer: unknown property referto"
+    /// );
+    /// ```
+    pub fn props_known(&self, known: &[&str]) -> Result<Props<'_>, VerbError> {
+        match verbhost_common::verb::first_unknown(&self.props, known) {
+            Some(unknown) => Err(unknown_property(&self.name, unknown)),
+            None => Ok(self.props()),
+        }
+    }
+
     /// A reader over the properties that remembers which ones were read, so that
-    /// [`Props::finish`] can refuse the rest.
+    /// [`Props::finish`] can refuse the rest. Prefer [`Verb::props_known`], which reports an
+    /// unknown property before a missing one.
     pub fn props(&self) -> Props<'_> {
         Props {
             verb: &self.name,
@@ -235,18 +257,16 @@ impl<'a> Props<'a> {
     /// Fails on the first property that was not read (`_`, jambonz's comment key, excepted);
     /// otherwise returns the warnings collected while reading, for the plugin to log.
     pub fn finish(self) -> Result<Vec<String>, VerbError> {
-        match self
-            .map
-            .keys()
-            .find(|k| *k != "_" && !self.read.contains(&k.as_str()))
-        {
-            Some(unknown) => Err(VerbError::InvalidVerb(format!(
-                "{}: unknown property {unknown}",
-                self.verb
-            ))),
+        match verbhost_common::verb::first_unknown(self.map, &self.read) {
+            Some(unknown) => Err(unknown_property(self.verb, unknown)),
             None => Ok(self.warnings),
         }
     }
+}
+
+/// `VERB: unknown property NAME`.
+fn unknown_property(verb: &str, name: &str) -> VerbError {
+    VerbError::InvalidVerb(format!("{verb}: unknown property {name}"))
 }
 
 /// Parses a hook; also returns the documented-by-mistake keys it ignored.
@@ -421,6 +441,19 @@ mod tests {
             invalid(p.headers("inj")),
             "v: inj: header X-A: value contains a line break"
         );
+    }
+
+    #[test]
+    fn props_known_reports_an_unknown_property_before_anything_is_read() {
+        let verb = Verb::parse(r#"{"verb":"v","referto":"x","_":"c"}"#).unwrap();
+        assert_eq!(
+            invalid(verb.props_known(&["referTo"])),
+            "v: unknown property referto"
+        );
+        let verb = Verb::parse(r#"{"verb":"v","referTo":"x","_":"c"}"#).unwrap();
+        let mut p = verb.props_known(&["referTo"]).unwrap();
+        assert_eq!(p.string("referTo").unwrap().as_deref(), Some("x"));
+        assert!(p.finish().unwrap().is_empty());
     }
 
     #[test]

@@ -18,6 +18,20 @@ pub struct AppVerb {
     /// The verb's actionHook as the host reads it, so a verb whose plugin fails still gets
     /// its one actionHook; `Err` names why it does not parse (the plugin reports that too).
     pub action_hook: Option<Result<Webhook, verb::HookError>>,
+    /// Every hook of the verb as the host reads it: the top-level properties named `...Hook`
+    /// (jambonz's convention: `actionHook`, `eventHook`, ...), each with its name, checked
+    /// before any call whether or not the plugin checks verbs itself.
+    pub hooks: Vec<(String, Result<Webhook, verb::HookError>)>,
+}
+
+/// Reads a hook the way the host delivers it.
+fn read_hook(value: &Value) -> Result<Webhook, verb::HookError> {
+    verb::parse_hook(value).map(|(hook, _)| Webhook {
+        url: hook.url,
+        method: hook.method,
+        username: hook.username,
+        password: hook.password,
+    })
 }
 
 /// Why an application cannot run.
@@ -56,19 +70,18 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<AppVerb>, AppError> {
                 Some(Value::Number(n)) => Some(n.to_string()),
                 _ => None,
             };
-            let action_hook = props.get("actionHook").map(|value| {
-                verb::parse_hook(value).map(|(hook, _)| Webhook {
-                    url: hook.url,
-                    method: hook.method,
-                    username: hook.username,
-                    password: hook.password,
-                })
-            });
+            let action_hook = props.get("actionHook").map(read_hook);
+            let hooks = props
+                .iter()
+                .filter(|(key, value)| key.ends_with("Hook") && !value.is_null())
+                .map(|(key, value)| (key.clone(), read_hook(value)))
+                .collect();
             Ok(AppVerb {
                 name,
                 json,
                 id,
                 action_hook,
+                hooks,
             })
         })
         .collect()
@@ -96,6 +109,26 @@ mod tests {
         );
         assert_eq!(app[1].name, "sip:refer");
         assert!(app[1].action_hook.is_none());
+        let app = parse(br#"[{"verb":"v","actionHook":"/a","eventHook":{"uri":"/e"},"hook":"/x","statusHook":null}]"#).unwrap();
+        let hooks: Vec<(&str, Result<&str, String>)> = app[0]
+            .hooks
+            .iter()
+            .map(|(name, hook)| {
+                (
+                    name.as_str(),
+                    hook.as_ref()
+                        .map(|h| h.url.as_str())
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                ("actionHook", Ok("/a")),
+                ("eventHook", Err("unknown property uri".to_string()))
+            ]
+        );
     }
 
     #[test]

@@ -64,12 +64,13 @@ pub enum ServerError {
         #[source]
         source: AppError,
     },
-    /// The application uses a verb that no plugin implements.
+    /// A verb of the application fails its check: no plugin implements it, its plugin
+    /// refuses it, or a hook URL cannot be used.
     #[error("application {}", path.display())]
     AppVerb {
         path: PathBuf,
         #[source]
-        source: UnknownVerb,
+        source: AppCheckError,
     },
     /// The HEP export socket cannot be opened.
     #[error("cannot open a UDP socket to send HEP to {addr} (--hep, log.hep)")]
@@ -109,4 +110,52 @@ pub struct UnknownVerb {
     pub verb: String,
     /// The verbs that have a plugin, comma-separated.
     pub loaded: String,
+}
+
+/// Why an application fails its check, which runs before any of it does: at `serve --app`
+/// start, in `call` before dialling, and for each application a call hook answers with before
+/// the call is answered. The text names the verb's index and name, then the property and the
+/// cause, e.g. `verb 0 (sip:refer): unknown property eventhook`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppCheckError {
+    /// No loaded plugin implements the verb.
+    #[error(transparent)]
+    NoPlugin(#[from] UnknownVerb),
+    /// The plugin that implements the verb refused it (its `check`), or the verb is larger
+    /// than `limits.max_verb_bytes`.
+    #[error("verb {index} ({verb}): {cause}")]
+    Refused {
+        /// Its position in the application.
+        index: usize,
+        /// Its name.
+        verb: String,
+        /// The plugin's words, the property first (`unknown property eventhook`).
+        cause: String,
+    },
+    /// A hook of the verb cannot be delivered: not a hook, or a URL that does not resolve
+    /// against the application's base URL (a relative one with no base URL).
+    #[error("verb {index} ({verb}): {property}: {cause}")]
+    Hook {
+        /// Its position in the application.
+        index: usize,
+        /// Its name.
+        verb: String,
+        /// The hook property, e.g. `actionHook`.
+        property: String,
+        /// Why it cannot be used.
+        cause: String,
+    },
+    /// The plugin's check trapped or exceeded a bound (the application is refused, since
+    /// the verb would fail the same way when it runs).
+    #[error("verb {index} ({verb}): the check by plugin {plugin} failed: {cause}")]
+    PluginFailed {
+        /// Its position in the application.
+        index: usize,
+        /// Its name.
+        verb: String,
+        /// The plugin's name and version, e.g. `misbehave 0.1.0`.
+        plugin: String,
+        /// The trap or the bound.
+        cause: String,
+    },
 }

@@ -27,7 +27,7 @@ mod watch;
 mod webhook;
 
 pub use config::Config;
-pub use error::{ServerError, UnknownVerb};
+pub use error::{AppCheckError, ServerError, UnknownVerb};
 pub use outbound::{Dialer, signalling_sdp};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use session::{Journal, Summary};

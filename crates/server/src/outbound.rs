@@ -11,8 +11,9 @@ use verbhost_sip::endpoint::{CallError, Endpoint};
 
 use crate::app::{self, AppVerb};
 use crate::config::Config;
-use crate::error::{ServerError, UnknownVerb};
+use crate::error::{AppCheckError, ServerError, UnknownVerb};
 use crate::session::{CallIds, Journal, Session, Shared, Summary};
+use crate::webhook::Webhooks;
 
 /// An SDP offer/answer for a signalling-only leg: one audio stream, PCMU/PCMA, on the
 /// endpoint's own address.
@@ -44,9 +45,24 @@ impl Dialer {
         &self.shared.config
     }
 
-    /// Reads and checks an application file: JSON, an array, and a plugin for every verb.
-    pub fn read_app(&self, path: &Path) -> Result<Vec<AppVerb>, ServerError> {
-        read_app(path, &self.shared)
+    /// Reads and checks an application file ([`Dialer::check_app`] after JSON and the array),
+    /// with `base` the URL its relative hooks resolve against.
+    pub async fn read_app(
+        &self,
+        path: &Path,
+        base: Option<&Url>,
+    ) -> Result<Vec<AppVerb>, ServerError> {
+        read_app(path, base, &self.shared).await
+    }
+
+    /// Checks an application before any of it runs: every verb by the plugin that implements
+    /// it (without running it) and every hook URL against `base`.
+    pub async fn check_app(
+        &self,
+        verbs: &[AppVerb],
+        base: Option<&Url>,
+    ) -> Result<(), AppCheckError> {
+        check_app(verbs, base, &self.shared).await
     }
 
     /// Places a call to `target` from `from` and runs `verbs` on it until the call ends.
@@ -85,8 +101,13 @@ impl Dialer {
     }
 }
 
-/// Reads and checks an application file: JSON, an array, and a plugin for every verb.
-pub(crate) fn read_app(path: &Path, shared: &Shared) -> Result<Vec<AppVerb>, ServerError> {
+/// Reads and checks an application file: JSON, an array, and every verb checked
+/// ([`check_app`]).
+pub(crate) async fn read_app(
+    path: &Path,
+    base: Option<&Url>,
+    shared: &Shared,
+) -> Result<Vec<AppVerb>, ServerError> {
     let bytes = std::fs::read(path).map_err(|source| ServerError::AppRead {
         path: path.to_owned(),
         source,
@@ -95,21 +116,83 @@ pub(crate) fn read_app(path: &Path, shared: &Shared) -> Result<Vec<AppVerb>, Ser
         path: path.to_owned(),
         source,
     })?;
-    check_verbs(&verbs, shared).map_err(|source| ServerError::AppVerb {
-        path: path.to_owned(),
-        source,
-    })?;
+    check_app(&verbs, base, shared)
+        .await
+        .map_err(|source| ServerError::AppVerb {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(verbs)
 }
 
-/// Every verb of `verbs` has a plugin.
-pub(crate) fn check_verbs(verbs: &[AppVerb], shared: &Shared) -> Result<(), UnknownVerb> {
+/// Checks an application before any of it runs, verb by verb in order, stopping at the first
+/// fault: a plugin implements the verb; that plugin's `check` accepts it (a plugin built for
+/// contract 0.1.0 has none, and only the rest applies); every hook property resolves against
+/// `base`. The check runs under the plugin's run bounds and acts on no call.
+pub(crate) async fn check_app(
+    verbs: &[AppVerb],
+    base: Option<&Url>,
+    shared: &Shared,
+) -> Result<(), AppCheckError> {
     for (index, verb) in verbs.iter().enumerate() {
-        if shared.plugins.get(&verb.name).is_none() {
+        let Some(version) = shared.plugins.get(&verb.name) else {
             return Err(UnknownVerb {
                 index,
                 verb: verb.name.clone(),
                 loaded: shared.plugins.verbs().join(", "),
+            }
+            .into());
+        };
+        match version.plugin().check(&verb.json).await {
+            Ok(()) => {}
+            Err(verbhost_runtime::RunError::Verb(err)) => {
+                let message = match &err {
+                    verbhost_runtime::VerbError::InvalidVerb(why)
+                    | verbhost_runtime::VerbError::Failed(why) => why,
+                };
+                // The plugin names the verb itself (`sip:refer: ...`); the index says it here.
+                let cause = message
+                    .strip_prefix(verb.name.as_str())
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .unwrap_or(message);
+                return Err(AppCheckError::Refused {
+                    index,
+                    verb: verb.name.clone(),
+                    cause: cause.to_owned(),
+                });
+            }
+            Err(err @ verbhost_runtime::RunError::VerbTooLarge { .. }) => {
+                return Err(AppCheckError::Refused {
+                    index,
+                    verb: verb.name.clone(),
+                    cause: err.to_string(),
+                });
+            }
+            Err(err) => {
+                let plugin = format!("{} {}", version.name(), version.version());
+                // The error names one line of cause; the backtrace and output go to the log.
+                tracing::warn!(verb = %verb.name, index, %plugin, "the plugin's check of the verb failed: {err}");
+                return Err(AppCheckError::PluginFailed {
+                    index,
+                    verb: verb.name.clone(),
+                    plugin,
+                    cause: crate::session::run_detail(&err),
+                });
+            }
+        }
+        for (property, hook) in &verb.hooks {
+            let cause = match hook {
+                Ok(hook) => match Webhooks::resolve(hook, base) {
+                    Ok(_) => continue,
+                    Err(err) => err.to_string(),
+                },
+                Err(err) => err.to_string(),
+            };
+            return Err(AppCheckError::Hook {
+                index,
+                verb: verb.name.clone(),
+                property: property.clone(),
+                cause,
             });
         }
     }

@@ -21,8 +21,9 @@ use verbhost_sip::message::{SipHeaders, addr_uri};
 
 use crate::app::{self, AppError, AppVerb};
 use crate::config::Config;
+use crate::error::AppCheckError;
 use crate::error::ServerError;
-use crate::outbound::{check_verbs, read_app, signalling_sdp};
+use crate::outbound::{check_app, read_app, signalling_sdp};
 use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
 use crate::webhook::{AnswerTooLarge, HookKind};
 
@@ -67,10 +68,13 @@ impl ServerBuilder {
         let source = match (&config.app.file, &config.app.call_hook) {
             (Some(_), Some(_)) => return Err(ServerError::TwoApplications),
             (None, None) => return Err(ServerError::NoApplication),
-            (Some(file), None) => Source::File {
-                verbs: read_app(file, &shared)?,
-                base: config.app.base_url()?,
-            },
+            (Some(file), None) => {
+                let base = config.app.base_url()?;
+                Source::File {
+                    verbs: read_app(file, base.as_ref(), &shared).await?,
+                    base,
+                }
+            }
             (None, Some(url)) => {
                 Source::Hook(Url::parse(url).map_err(|source| ServerError::Url {
                     what: "--call-hook (app.call_hook)",
@@ -324,6 +328,14 @@ enum CallHookError {
     /// The answer is an empty verb array: nothing to run.
     #[error("the call hook {url} answered with an empty application")]
     Empty { url: Url },
+    /// The answer is an application that fails its check (a verb no plugin implements or
+    /// its plugin refuses, a hook that cannot be delivered): refused before it runs.
+    #[error("the call hook {url} answered with an application that fails its check: {source}")]
+    Refused {
+        url: Url,
+        #[source]
+        source: AppCheckError,
+    },
 }
 
 impl CallHookError {
@@ -334,7 +346,8 @@ impl CallHookError {
             CallHookError::Empty { .. } => 480,
             CallHookError::Failed { .. }
             | CallHookError::TooLarge { .. }
-            | CallHookError::NotAnApplication { .. } => 500,
+            | CallHookError::NotAnApplication { .. }
+            | CallHookError::Refused { .. } => 500,
         }
     }
 }
@@ -398,10 +411,13 @@ async fn fetch_app(
     if verbs.is_empty() {
         return Err(CallHookError::Empty { url: url.clone() });
     }
-    // Unknown verbs are reported per verb when the call reaches them; log them up front too.
-    if let Err(err) = check_verbs(&verbs, shared) {
-        tracing::warn!(call_sid = %ids.call_sid, "the call hook's application: {err:#}");
-    }
+    // Checked like an application file, with the call hook's URL as the base of its hooks.
+    check_app(&verbs, Some(url), shared)
+        .await
+        .map_err(|source| CallHookError::Refused {
+            url: url.clone(),
+            source,
+        })?;
     Ok(verbs)
 }
 

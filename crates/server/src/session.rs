@@ -440,11 +440,11 @@ impl Session {
             "sha256": version.as_ref().map(|v| v.sha256()),
         }));
         let Some(version) = version else {
-            let why = format!(
-                "no plugin implements the verb {:?} (loaded: {})",
-                verb.name,
-                self.shared.plugins.verbs().join(", ")
-            );
+            let why = RunError::NoPlugin {
+                verb: verb.name.clone(),
+                loaded: self.shared.plugins.verbs().join(", "),
+            }
+            .to_string();
             return self
                 .verb_failed(verb, VerbFailure::NoPlugin, &why, &why, events, summary)
                 .await;
@@ -657,18 +657,22 @@ fn bounded(text: &str) -> String {
 /// What an application is told about a failed run (`completion_detail`): one bounded line. For
 /// a trap, its kind and the last line the guest wrote (where a panic message lands) or else the
 /// trap's root cause; the wasm backtrace and the rest of the output stay in the log.
-fn run_detail(err: &RunError) -> String {
+pub(crate) fn run_detail(err: &RunError) -> String {
     match err {
         RunError::Trap {
             kind,
             message,
             guest_output,
         } => {
+            // Rust's panic hook ends with a hint about RUST_BACKTRACE, which says nothing
+            // about the cause: the message is the line before it.
             let last = |text: &str| {
                 text.lines()
                     .rev()
                     .map(str::trim)
-                    .find(|line| !line.is_empty())
+                    .find(|line| {
+                        !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE")
+                    })
                     .map(str::to_owned)
             };
             let cause = last(guest_output)
@@ -865,7 +869,11 @@ mod tests {
         let trap = RunError::Trap {
             kind: verbhost_runtime::TrapKind::Panic,
             message: "error while executing at wasm backtrace:\n    0: 0x1f2 - run\n\nwasm trap: unreachable".into(),
-            guest_output: "thread panicked at src/lib.rs:9:5:\nthe plugin gave up on purpose\n".into(),
+            // As a Rust guest writes it: the message, then the hook's hint.
+            guest_output: "thread panicked at src/lib.rs:9:5:\nthe plugin gave up on purpose\n\
+                           note: run with `RUST_BACKTRACE=1` environment variable to display a \
+                           backtrace\n"
+                .into(),
         };
         assert_eq!(
             run_detail(&trap),

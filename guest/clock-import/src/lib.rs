@@ -6,6 +6,8 @@ use verbhost_sdk::{CallInfo, Completion, Plugin, PluginInfo, VerbError, export_p
 struct ClockImport;
 
 impl Plugin for ClockImport {
+    type Verb = ();
+
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "clock-import".into(),
@@ -14,7 +16,11 @@ impl Plugin for ClockImport {
         }
     }
 
-    fn run(_verb: &str, _call: &CallInfo) -> Result<Completion, VerbError> {
+    fn parse(_verb: &str) -> Result<(), VerbError> {
+        Ok(())
+    }
+
+    fn run(_verb: (), _call: &CallInfo) -> Result<Completion, VerbError> {
         let now = std::time::SystemTime::now();
         Ok(Completion {
             event: "CLOCK".into(),

@@ -6,6 +6,8 @@ use verbhost_sdk::{CallInfo, Completion, Plugin, PluginInfo, VerbError, export_p
 struct FsImport;
 
 impl Plugin for FsImport {
+    type Verb = ();
+
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "fs-import".into(),
@@ -14,7 +16,11 @@ impl Plugin for FsImport {
         }
     }
 
-    fn run(_verb: &str, _call: &CallInfo) -> Result<Completion, VerbError> {
+    fn parse(_verb: &str) -> Result<(), VerbError> {
+        Ok(())
+    }
+
+    fn run(_verb: (), _call: &CallInfo) -> Result<Completion, VerbError> {
         let text = std::fs::read_to_string("/etc/passwd")
             .map_err(|err| VerbError::Failed(format!("cannot read /etc/passwd: {err}")))?;
         Ok(Completion {

@@ -11,7 +11,16 @@ use verbhost_sdk::{
 
 struct Misbehave;
 
+/// The verb, read: the offence and its size, and the actionHook.
+struct Offence {
+    mode: String,
+    count: u64,
+    action_hook: Option<Webhook>,
+}
+
 impl Plugin for Misbehave {
+    type Verb = Offence;
+
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "misbehave".into(),
@@ -20,14 +29,38 @@ impl Plugin for Misbehave {
         }
     }
 
-    fn run(verb: &str, _call: &CallInfo) -> Result<Completion, VerbError> {
+    /// Also where the `*-in-parse` modes misbehave: in the host's check of the verb (which
+    /// runs this alone, with no call) as well as in a run.
+    fn parse(verb: &str) -> Result<Offence, VerbError> {
         let verb = verbhost_sdk::verb::Verb::parse(verb)?;
-        let mut props = verb.props();
+        let mut props = verb.props_known(&["mode", "count", "actionHook"])?;
         let mode = props.string("mode")?.unwrap_or_default();
         let count = props.integer("count", 0..=u64::MAX)?.unwrap_or(0);
         // Posted by the host when the verb fails, and handed back when it completes.
         let action_hook = props.hook("actionHook")?;
         let _warnings = props.finish()?;
+        match mode.as_str() {
+            "panic-in-parse" => panic!("the plugin gave up while reading the verb"),
+            "loop-in-parse" => loop {
+                black_box(0u64);
+            },
+            // Fine in a run; a trap in a check, which has no call to log to.
+            "host-call-in-parse" => host::info("reading the verb"),
+            _ => {}
+        }
+        Ok(Offence {
+            mode,
+            count,
+            action_hook,
+        })
+    }
+
+    fn run(verb: Offence, _call: &CallInfo) -> Result<Completion, VerbError> {
+        let Offence {
+            mode,
+            count,
+            action_hook,
+        } = verb;
         let hook = Webhook {
             url: "http://127.0.0.1:9/events".into(),
             method: "POST".into(),
@@ -37,7 +70,7 @@ impl Plugin for Misbehave {
         let mut payload = json!({});
         let mut event = "DONE".to_owned();
         match mode.as_str() {
-            "ok" => {}
+            "ok" | "host-call-in-parse" => {}
             // Bounded real compute: `count` rounds of a multiply-xorshift, nothing else.
             "burn" => {
                 let mut x = 0x9e37_79b9_7f4a_7c15u64;

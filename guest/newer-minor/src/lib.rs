@@ -1,7 +1,7 @@
-//! A plugin built for `verbhost:plugin@0.1.1` (its own `wit/`), a later release of the current
-//! track that adds `host.get-config`. A `0.1.0` host does not link that function: the runtime
-//! must refuse the plugin at load and say the host is older than the plugin. Bound with
-//! `wit_bindgen` directly, since the SDK binds `0.1.0`.
+//! A plugin built for `verbhost:plugin@0.1.2` (its own `wit/`), a made-up later release of the
+//! current track that adds `host.get-config`. A `0.1.1` host does not link that function: the
+//! runtime must refuse the plugin at load and say the host is older than the plugin. Bound
+//! with `wit_bindgen` directly, since the SDK binds `0.1.1`.
 
 wit_bindgen::generate!({
     path: "wit",

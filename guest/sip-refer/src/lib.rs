@@ -26,6 +26,8 @@ const BUILD_TAG: Option<&str> = option_env!("VERBHOST_SIP_REFER_BUILD");
 struct SipReferPlugin;
 
 impl Plugin for SipReferPlugin {
+    type Verb = SipRefer;
+
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "sip-refer".into(),
@@ -37,8 +39,13 @@ impl Plugin for SipReferPlugin {
         }
     }
 
-    fn run(verb: &str, call: &CallInfo) -> Result<Completion, VerbError> {
-        let verb = SipRefer::parse(verb)?;
+    /// Every property checked (the target's form included), so the host's check of an
+    /// application finds what a run would refuse.
+    fn parse(verb: &str) -> Result<SipRefer, VerbError> {
+        SipRefer::parse(verb)
+    }
+
+    fn run(verb: SipRefer, call: &CallInfo) -> Result<Completion, VerbError> {
         for warning in &verb.warnings {
             host::warn(warning);
         }

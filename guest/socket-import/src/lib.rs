@@ -6,6 +6,8 @@ use verbhost_sdk::{CallInfo, Completion, Plugin, PluginInfo, VerbError, export_p
 struct SocketImport;
 
 impl Plugin for SocketImport {
+    type Verb = ();
+
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "socket-import".into(),
@@ -14,7 +16,11 @@ impl Plugin for SocketImport {
         }
     }
 
-    fn run(_verb: &str, _call: &CallInfo) -> Result<Completion, VerbError> {
+    fn parse(_verb: &str) -> Result<(), VerbError> {
+        Ok(())
+    }
+
+    fn run(_verb: (), _call: &CallInfo) -> Result<Completion, VerbError> {
         let stream = std::net::TcpStream::connect("127.0.0.1:9")
             .map_err(|err| VerbError::Failed(format!("cannot connect to 127.0.0.1:9: {err}")))?;
         Ok(Completion {
