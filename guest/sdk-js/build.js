@@ -16,7 +16,8 @@
 //    is never used: it downloads a tool (weval) at build time.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -70,7 +71,7 @@ function componentize(source, out) {
   }
   const run = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (run.status !== 0) {
-    fail(`componentize-js failed (${run.error?.message ?? `exit ${run.status}`}) for ${source}`);
+    throw new Error(`componentize-js failed (${run.error?.message ?? `exit ${run.status}`}) for ${source}`);
   }
 }
 
@@ -81,11 +82,15 @@ async function buildPlugin(dir, out) {
   }
   const wasm = out ?? join(OUT_DIR, `${name}.wasm`);
   mkdirSync(dirname(resolve(wasm)), { recursive: true });
-  mkdirSync(OUT_DIR, { recursive: true });
-  const bundled = join(OUT_DIR, `${name}.bundle.js`);
+  const scratch = mkdtempSync(join(tmpdir(), 'verbhost-js-'));
+  const bundled = join(scratch, `${name}.js`);
   const started = Date.now();
-  await bundle(entry, bundled);
-  componentize(bundled, wasm);
+  try {
+    await bundle(entry, bundled);
+    componentize(bundled, wasm);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
   const size = readFileSync(wasm).length;
   console.log(`built ${wasm} (${(size / 1e6).toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
@@ -122,24 +127,31 @@ async function types(check) {
   console.log(check ? `${dir} is up to date` : `wrote ${files.length} files to ${dir}`);
 }
 
-const args = process.argv.slice(2);
-if (args[0] === 'types') {
-  await types(args.includes('--check'));
-} else if (args.length === 0) {
-  const guests = join(REPO, 'guest');
-  const dirs = readdirSync(guests).filter((d) => d.endsWith('-js') && existsSync(join(guests, d, 'plugin.js')));
-  for (const dir of dirs) {
-    await buildPlugin(join(guests, dir));
+async function main(args) {
+  if (args[0] === 'types') {
+    await types(args.includes('--check'));
+  } else if (args.length === 0) {
+    const guests = join(REPO, 'guest');
+    const dirs = readdirSync(guests).filter((d) => d.endsWith('-js') && existsSync(join(guests, d, 'plugin.js')));
+    for (const dir of dirs) {
+      await buildPlugin(join(guests, dir));
+    }
+  } else {
+    const o = args.indexOf('-o');
+    const out = o >= 0 ? args[o + 1] : undefined;
+    if (o >= 0 && out === undefined) {
+      fail('-o needs a file name');
+    }
+    const dir = args.find((a, i) => a !== '-o' && (o < 0 || i !== o + 1));
+    if (dir === undefined) {
+      fail('usage: build.js [DIR [-o OUT.wasm] | types [--check]]');
+    }
+    await buildPlugin(dir, out && resolve(out));
   }
-} else {
-  const o = args.indexOf('-o');
-  const out = o >= 0 ? args[o + 1] : undefined;
-  if (o >= 0 && out === undefined) {
-    fail('-o needs a file name');
-  }
-  const dir = args.find((a, i) => a !== '-o' && (o < 0 || i !== o + 1));
-  if (dir === undefined) {
-    fail('usage: build.js [DIR [-o OUT.wasm] | types [--check]]');
-  }
-  await buildPlugin(dir, out && resolve(out));
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (err) {
+  fail(err.message);
 }

@@ -61,13 +61,13 @@ export class JsonNumber {
     return Number(this.value);
   }
 
-  /** The number as serde_json prints it: `42`, `-3`, `1.5`, `5.0`, `1e20`. */
+  /** The number as serde_json prints it: `42`, `-3`, `1.5`, `5.0`, `1e+20`. */
   toString() {
     return this.kind === 'f64' ? formatFloat(this.value) : this.value.toString();
   }
 }
 
-/** Formats a finite float the way Rust's ryu (and so serde_json) does. */
+/** Formats a finite float the way serde_json does (shortest round-trip digits). */
 function formatFloat(x) {
   if (x === 0) {
     return Object.is(x, -0) ? '-0.0' : '0.0';
@@ -86,7 +86,8 @@ function formatFloat(x) {
     text = `0.${'0'.repeat(-point)}${digits}`;
   } else {
     const rest = length > 1 ? `.${digits.slice(1)}` : '';
-    text = `${digits[0]}${rest}e${point - 1}`;
+    const exponent = point - 1;
+    text = `${digits[0]}${rest}e${exponent < 0 ? '-' : '+'}${Math.abs(exponent)}`;
   }
   return sign + text;
 }
@@ -339,16 +340,13 @@ class Parser {
       this.i = this.s.length;
       throw this.error('eofString');
     }
-    let n = 0;
-    for (let k = 0; k < 4; k += 1) {
-      const digit = parseInt(this.s[this.i], 16);
-      this.i += 1;
-      if (Number.isNaN(digit)) {
-        throw this.error('escape');
-      }
-      n = n * 16 + digit;
+    const hex = this.s.slice(this.i, this.i + 4);
+    // serde_json reads all four before it looks at them.
+    this.i += 4;
+    if (!/^[0-9A-Fa-f]{4}$/.test(hex)) {
+      throw this.error('escape');
     }
-    return n;
+    return parseInt(hex, 16);
   }
 
   unicodeEscape() {
