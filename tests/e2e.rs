@@ -6,59 +6,24 @@
 
 #[path = "support/baresip.rs"]
 mod baresip;
+#[path = "support/serve.rs"]
+mod serve;
 #[path = "support/sipp.rs"]
 mod sipp;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use serve::{Server, TempFile, root, verbhost};
 use sha2::Sha256;
-use tokio::process::{Child, Command};
 use verbhost_sip::endpoint::CallError;
 use verbhost_sip::endpoint::{Endpoint, EndpointConfig};
 use verbhost_testkit::{Big, BigAnswers, Hit, Receiver, Reply};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn scenario(name: &str) -> PathBuf {
     root().join("tests/sipp").join(name)
-}
-
-fn verbhost() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_verbhost"));
-    command
-        .current_dir(root())
-        .env_remove("RUST_LOG")
-        .kill_on_drop(true);
-    command
-}
-
-/// A temporary file holding `text`, removed with the returned guard's directory.
-struct TempFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("verbhost-e2e-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        TempFile { dir, path }
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// What `verbhost call` did.
@@ -644,70 +609,6 @@ async fn an_action_hook_answering_with_verbs_replaces_the_application() {
             "<sip:backup@carrier.example>"
         ]
     );
-}
-
-/// A running `verbhost serve`, its log in a file.
-struct Server {
-    child: Child,
-    admin: String,
-    log: TempFile,
-}
-
-impl Server {
-    /// Starts `verbhost serve ARGS --admin 127.0.0.1:<admin_port>` and waits for /health.
-    async fn start(args: &[&str], admin_port: u16) -> Server {
-        let log = TempFile::new("serve.log", "");
-        let admin = format!("127.0.0.1:{admin_port}");
-        let child = verbhost()
-            .arg("serve")
-            .args(args)
-            .args(["--admin", &admin])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log.path).unwrap())
-            .spawn()
-            .expect("verbhost serve starts");
-        let server = Server { child, admin, log };
-        for _ in 0..300 {
-            if let Ok(response) = reqwest::get(format!("http://{}/health", server.admin)).await {
-                assert!(response.status().is_success());
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("verbhost serve did not come up:\n{}", server.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log.path).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let response = reqwest::get(format!("http://{}{path}", self.admin))
-            .await
-            .expect("admin answers");
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then the exit code and the log.
-    async fn stop(mut self) -> (i32, String) {
-        if self.child.id().is_some() {
-            self.sigterm();
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("verbhost serve exits within 30 s of SIGTERM")
-            .unwrap();
-        (status.code().unwrap_or(-1), self.log())
-    }
 }
 
 /// Starts a sipp caller against `host_port`.

@@ -61,13 +61,21 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     for input in [
         "wit",
-        "guest",
         "crates/sdk",
         "crates/common",
         "Cargo.toml",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    // The Rust guests' directories only: a JavaScript plugin's (and the JS SDK's node_modules,
+    // thousands of files that `npm ci` rewrites) is no input of this build. A new guest
+    // directory comes with a change to the workspace's Cargo.toml.
+    let guests = fs::read_dir(root.join("guest")).expect("guest/ is readable");
+    for dir in guests.flatten().map(|entry| entry.path()) {
+        if dir.join("Cargo.toml").is_file() {
+            println!("cargo:rerun-if-changed={}", dir.display());
+        }
     }
     println!("cargo:rerun-if-env-changed=VERBHOST_NO_RUSTUP");
 

@@ -52,14 +52,24 @@ pub fn require(tool: &str) -> bool {
     if find_on_path(tool).is_some() {
         return true;
     }
-    let hint = install_hint(tool);
+    missing(tool, install_hint(tool))
+}
+
+/// Reports that `what` (a tool, or packages a tool needs) is not installed, and returns false
+/// so the caller can return early: a loud banner on stderr, with `hint` saying how to install
+/// it.
+///
+/// # Panics
+///
+/// If `CI=true`: CI must not silently skip.
+pub fn missing(what: &str, hint: &str) -> bool {
     let in_ci = env::var("CI").is_ok_and(|value| value == "true");
     assert!(
         !in_ci,
-        "{tool} is required when CI=true but is not installed ({hint})"
+        "{what} is required when CI=true but is not installed ({hint})"
     );
     let rule = "=".repeat(72);
-    eprintln!("\n{rule}\nSKIPPING: {tool} not installed ({hint})\n{rule}\n");
+    eprintln!("\n{rule}\nSKIPPING: {what} not installed ({hint})\n{rule}\n");
     false
 }
 
@@ -70,6 +80,7 @@ fn install_hint(tool: &str) -> &'static str {
         "sngrep" => "apt-get install sngrep",
         _ if tool.ends_with("componentize-py") => "run guest/sdk-py/build.sh --install",
         "kamailio" => "apt-get install --no-install-recommends kamailio",
+        "node" | "npm" => "apt-get install nodejs npm",
         _ => "apt-get install the package that provides it",
     }
 }

@@ -2,6 +2,9 @@
 //! cache (a `.cwasm` mapped back in), each through `Runtime::compile` as the server calls it.
 //! The difference is what a warm cache saves every restart and every hot swap of a file
 //! that was seen before.
+//!
+//! `VERBHOST_BENCH_PLUGIN=path/to/plugin.wasm` measures another plugin instead (e.g.
+//! `target/js-plugins/sip-refer-js.wasm`, built by `node guest/sdk-js/build.js`).
 
 use std::path::PathBuf;
 
@@ -21,8 +24,19 @@ fn compile(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let wasm = verbhost_guests::SIP_REFER_WASM;
-    let mut group = c.benchmark_group("compile sip:refer");
+    let (name, owned) = match std::env::var_os("VERBHOST_BENCH_PLUGIN") {
+        Some(path) => {
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("VERBHOST_BENCH_PLUGIN={}: {e}", path.display()));
+            (path.to_string_lossy().into_owned(), bytes)
+        }
+        None => (
+            "sip:refer".to_owned(),
+            verbhost_guests::SIP_REFER_WASM.to_vec(),
+        ),
+    };
+    let wasm = owned.as_slice();
+    let mut group = c.benchmark_group(format!("compile {name}"));
     group.sample_size(10);
 
     let cold = Runtime::<MockCall>::new(RuntimeConfig::default()).expect("runtime");
