@@ -63,9 +63,9 @@ struct NewArgs {
 enum Lang {
     /// Rust, with verbhost-sdk (built with cargo for wasm32-wasip2).
     Rust,
-    /// JavaScript.
+    /// JavaScript, with verbhost's JS SDK (built with componentize-js: `npm run build`).
     Js,
-    /// Python.
+    /// Python, with verbhost's Python SDK (built with componentize-py: `./build.sh`).
     Python,
 }
 
@@ -241,7 +241,17 @@ fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
             values.lib
         );
     } else {
-        let _ = writeln!(out, "next: see {}", dir.join("README.md").display());
+        let build = if args.lang == Lang::Js {
+            "npm run build"
+        } else {
+            "./build.sh"
+        };
+        let _ = write!(
+            out,
+            "next:\n  cd {}\n  {build}\n  verbhost test {}.wasm scenarios/*.json\n",
+            dir.display(),
+            args.name
+        );
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
