@@ -1808,7 +1808,7 @@ async fn hep_export_is_received_and_decoded_by_sngrep() {
     }
     let pcap = TempFile::new("hep.pcap", "");
     let hep_port = 28862;
-    let mut sngrep = Command::new("sngrep")
+    let mut sngrep = tokio::process::Command::new("sngrep")
         .args(["-N", "-q", "-L", &format!("udp:127.0.0.1:{hep_port}"), "-O"])
         .arg(&pcap.path)
         .stdin(std::process::Stdio::null())
