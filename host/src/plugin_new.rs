@@ -110,6 +110,15 @@ const TEMPLATES: &[(Lang, &[TemplateFile])] = &[
         ),
     ),
     (
+        Lang::Js,
+        template!("js":
+            "package.json",
+            "plugin.js",
+            "README.md",
+            "scenarios/greet.json",
+        ),
+    ),
+    (
         Lang::Python,
         template!("python":
             "app.py",
@@ -485,6 +494,17 @@ mod tests {
             values.fill("a {{name}} b {{verb}} {{unknown}} {{ c}} {{"),
             "a {{verb}} b my:verb {{unknown}} {{ c}} {{"
         );
+    }
+
+    #[test]
+    fn every_language_has_a_template() {
+        for lang in Lang::value_variants() {
+            assert!(
+                TEMPLATES.iter().any(|(l, _)| l == lang),
+                "--lang {} has no template in TEMPLATES",
+                lang.dir_name()
+            );
+        }
     }
 
     #[test]
