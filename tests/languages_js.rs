@@ -54,6 +54,21 @@ async fn the_js_sip_refer_passes_every_shipped_sip_refer_scenario() {
     let plugin = host.load_file(wasm).await.expect("the JS sip:refer loads");
     assert_eq!(plugin.info().name, "sip-refer-js");
     assert_eq!(plugin.info().verbs, ["sip:refer"]);
+    // It exports the contract's verb-check (the SDK's parse alone), so an application is
+    // checked before any call exactly as with the Rust plugin.
+    assert!(plugin.can_check(), "the JS plugin exports verb-check");
+    plugin
+        .check(r#"{"verb":"sip:refer","referTo":"+4930123","actionHook":"/a"}"#)
+        .await
+        .expect("a good verb passes the check");
+    let err = plugin
+        .check(r#"{"verb":"sip:refer","referto":"+4930123"}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid verb: sip:refer: unknown property referto"
+    );
     scenarios::assert_sip_refer_suite_passes(&host, &plugin).await;
 }
 

@@ -10,7 +10,8 @@
 // A build has two steps:
 // 1. rolldown bundles the plugin and the SDK (`import ... from '@verbhost/sdk'`) into one ES
 //    module; the contract's interfaces (`verbhost:plugin/...`) stay imports.
-// 2. componentize-js (StarlingMonkey) makes the component for the `verb-plugin` world, with
+// 2. componentize-js (StarlingMonkey) makes the component for the `checked-verb-plugin` world
+//    (the `verb` export plus `verb-check`, so the host can check verbs before any call), with
 //    every WASI feature disabled (`-d stdio random clocks http fetch-event`): the component
 //    then imports nothing but the contract, which the host's import allowlist requires. `--aot`
 //    is never used: it downloads a tool (weval) at build time.
@@ -24,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 const SDK = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(SDK, '..', '..');
 const WIT = join(REPO, 'wit', 'plugin.wit');
-const WORLD = 'verb-plugin';
+const WORLD = 'checked-verb-plugin';
 const DISABLED = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 const OUT_DIR = join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'js-plugins');
 

@@ -2,7 +2,7 @@
 //
 //   import { definePlugin, Verb, host, sip } from '@verbhost/sdk';
 //
-// - `definePlugin({info, parse, run})`: the component's `verb` export (see src/plugin.js);
+// - `definePlugin({info, parse, run})`: the component's `verb` and `verbCheck` exports (see src/plugin.js);
 // - `Verb`, `Props`, `VerbError`: reading a verb's JSON in both jambonz forms, with errors
 //   that name the property (src/verb.js);
 // - `host` and `sip`: the host's imports (log, emitEvent, clockMs; sendRefer, onNotify);

@@ -109,4 +109,4 @@ function transfer(verb, request) {
   }
 }
 
-export const verb = definePlugin({ info, parse, run });
+export const { verb, verbCheck } = definePlugin({ info, parse, run });

@@ -1,7 +1,7 @@
 // Services of the host: logging, the eventHook, the clock (the contract's `host` interface).
 // Only a component built by build.js can import this module: the imports are the host's.
 
-import * as wit from 'verbhost:plugin/host@0.1.0';
+import * as wit from 'verbhost:plugin/host@0.1.1';
 
 /** Writes a line to the host's log at `level` (`trace`, `debug`, `info`, `warn`, `error`). */
 export function log(level, message) {

@@ -1,7 +1,7 @@
 // SIP actions in the call's dialog: REFER and its subscription (the contract's `sip` interface).
 // Only a component built by build.js can import this module: the imports are the host's.
 
-import * as wit from 'verbhost:plugin/sip@0.1.0';
+import * as wit from 'verbhost:plugin/sip@0.1.1';
 
 /** A refer-error in words. */
 export function referErrorMessage(err) {

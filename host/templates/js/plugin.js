@@ -33,4 +33,4 @@ function run(verb, call) {
   };
 }
 
-export const verb = definePlugin({ info, parse, run });
+export const { verb, verbCheck } = definePlugin({ info, parse, run });

@@ -1,6 +1,6 @@
 // Generated from wit/plugin.wit by `node guest/sdk-js/build.js types`; do not edit.
 /// <reference path="./verbhost-plugin-types.d.ts" />
-declare module 'verbhost:plugin/host@0.1.0' {
+declare module 'verbhost:plugin/host@0.1.1' {
   /**
    * Writes a line to the host's log, tagged with the plugin and the call.
    */
@@ -17,8 +17,8 @@ declare module 'verbhost:plugin/host@0.1.0' {
    * virtual clock here, so timing logic is tested without waiting.
    */
   export function clockMs(): bigint;
-  export type Level = import('verbhost:plugin/types@0.1.0').Level;
-  export type Webhook = import('verbhost:plugin/types@0.1.0').Webhook;
+  export type Level = import('verbhost:plugin/types@0.1.1').Level;
+  export type Webhook = import('verbhost:plugin/types@0.1.1').Webhook;
   /**
    * Why the host refused an event.
    */

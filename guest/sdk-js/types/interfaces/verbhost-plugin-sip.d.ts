@@ -1,6 +1,6 @@
 // Generated from wit/plugin.wit by `node guest/sdk-js/build.js types`; do not edit.
 /// <reference path="./verbhost-plugin-types.d.ts" />
-declare module 'verbhost:plugin/sip@0.1.0' {
+declare module 'verbhost:plugin/sip@0.1.1' {
   /**
    * Sends a REFER in the call's dialog and waits for its final response.
    * 
@@ -12,7 +12,7 @@ declare module 'verbhost:plugin/sip@0.1.0' {
    * Waits up to `timeout-ms` for the next event of the REFER `refer-id`.
    */
   export function onNotify(referId: number, timeoutMs: number): ReferEvent;
-  export type Header = import('verbhost:plugin/types@0.1.0').Header;
+  export type Header = import('verbhost:plugin/types@0.1.1').Header;
   /**
    * A REFER for the host to send in the call's dialog.
    */

@@ -1,5 +1,5 @@
 // Generated from wit/plugin.wit by `node guest/sdk-js/build.js types`; do not edit.
-declare module 'verbhost:plugin/types@0.1.0' {
+declare module 'verbhost:plugin/types@0.1.1' {
   /**
    * One SIP header, as it appears on the wire (`name: value`).
    */

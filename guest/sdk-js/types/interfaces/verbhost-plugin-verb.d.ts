@@ -1,6 +1,6 @@
 // Generated from wit/plugin.wit by `node guest/sdk-js/build.js types`; do not edit.
 /// <reference path="./verbhost-plugin-types.d.ts" />
-declare module 'verbhost:plugin/verb@0.1.0' {
+declare module 'verbhost:plugin/verb@0.1.1' {
   /**
    * Describes the plugin. Called once when the host loads it.
    */
@@ -9,8 +9,8 @@ declare module 'verbhost:plugin/verb@0.1.0' {
    * Runs one verb (its JSON, in either jambonz form) on a call, to completion.
    */
   export function run(verb: string, call: CallInfo): Completion;
-  export type CallInfo = import('verbhost:plugin/types@0.1.0').CallInfo;
-  export type Webhook = import('verbhost:plugin/types@0.1.0').Webhook;
+  export type CallInfo = import('verbhost:plugin/types@0.1.1').CallInfo;
+  export type Webhook = import('verbhost:plugin/types@0.1.1').Webhook;
   /**
    * Who the plugin is.
    */
