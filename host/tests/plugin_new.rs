@@ -225,25 +225,40 @@ fn plugin_new_refuses_bad_names_and_existing_directories() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-#[test]
-fn the_readme_plugin_example_is_the_rust_template() {
+/// The first code block of `lang` after `heading` in the README.
+fn readme_block(heading: &str, lang: &str) -> String {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let section = readme
-        .split_once("\n## Writing a plugin\n")
-        .expect("the README has a \"Writing a plugin\" section")
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("the README has a {heading:?} section"))
         .1;
-    let example = section
-        .split_once("```rust\n")
+    section
+        .split_once(&format!("```{lang}\n"))
         .and_then(|(_, rest)| rest.split_once("\n```"))
-        .expect("the section has a rust code block")
-        .0;
-    let template = std::fs::read_to_string(root().join("host/templates/rust/src/lib.rs"))
+        .unwrap_or_else(|| panic!("the {heading:?} section has a {lang} code block"))
+        .0
+        .to_owned()
+}
+
+/// A template file as `plugin new my-verb` writes it (the placeholders the README shows).
+fn template(path: &str) -> String {
+    std::fs::read_to_string(root().join("host/templates").join(path))
         .expect("template")
         .replace("{{name}}", "my-verb")
-        .replace("{{verb}}", "my:verb");
-    assert_eq!(
-        example.trim_end(),
-        template.trim_end(),
-        "the README's plugin example must be host/templates/rust/src/lib.rs with my-verb / my:verb"
-    );
+        .replace("{{verb}}", "my:verb")
+}
+
+#[test]
+fn the_readme_plugin_examples_are_the_templates() {
+    for (heading, lang, path) in [
+        ("\n## Writing a plugin\n", "rust", "rust/src/lib.rs"),
+        ("\n### The JavaScript template\n", "js", "js/plugin.js"),
+        ("\n### The Python template\n", "python", "python/app.py"),
+    ] {
+        assert_eq!(
+            readme_block(heading, lang).trim_end(),
+            template(path).trim_end(),
+            "the README's example under {heading:?} must be host/templates/{path} with my-verb / my:verb"
+        );
+    }
 }
