@@ -119,6 +119,30 @@ fn the_python_verb_builds_loads_with_no_wasi_and_passes_its_scenarios() {
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     assert_eq!(reports.len(), 23, "every scenario ran");
+
+    // It exports the contract's verb-check (the SDK's check_verb on its parse), so serve checks
+    // an application of py:refer-computed before any call, as with the Rust plugin.
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    executor.block_on(async {
+        let host = verbhost_mock::MockHost::new().unwrap();
+        let plugin = host.load_file(&wasm).await.unwrap();
+        assert!(plugin.can_check(), "the Python plugin exports verb-check");
+        plugin
+            .check(r#"{"verb":"py:refer-computed","referTo":"+4930123"}"#)
+            .await
+            .expect("a good verb passes the check");
+        let err = plugin
+            .check(r#"{"verb":"py:refer-computed","referto":"+4930123"}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid verb: py:refer-computed: unknown property referto"
+        );
+    });
 }
 
 /// A call host whose REFER takes real time to be answered (603), counting the runs in it.

@@ -45,7 +45,7 @@ for dir in "${dirs[@]}"; do
   # Write beside the output and rename, so a reader (a watched plugin directory) never sees
   # half a file.
   tmp="$out/.$name.wasm.tmp"
-  "$tool" -d "$root/wit" -w verb-plugin componentize app \
+  "$tool" -d "$root/wit" -w checked-verb-plugin componentize app \
     -p "$dir" -p "$sdk" --stub-wasi -o "$tmp" >&2
   mv -f "$tmp" "$out/$name.wasm"
   echo "$out/$name.wasm"

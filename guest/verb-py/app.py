@@ -163,3 +163,10 @@ class Verb(exports.Verb):
 
     def run(self, verb, call):
         return plugin.run_verb(transfer, verb, call)
+
+
+# The contract's optional check (0.1.1): the host reads every verb of an application with it
+# before any call, so a bad py:refer-computed is refused when the server starts.
+class VerbCheck(exports.VerbCheck):
+    def check(self, verb):
+        plugin.check_verb(parse, verb)

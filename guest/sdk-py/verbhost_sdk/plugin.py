@@ -1,11 +1,19 @@
 """The bridge between the SDK and the contract's generated bindings (``wit_world``, which
 componentize-py generates from ``wit/`` when it builds the plugin).
 
-A plugin's ``run`` export is usually one line::
+A plugin's ``run`` and ``check`` exports are one line each::
 
     class Verb(exports.Verb):
         def run(self, verb, call):
             return plugin.run_verb(my_verb, verb, call)
+
+    class VerbCheck(exports.VerbCheck):
+        def check(self, verb):
+            plugin.check_verb(parse, verb)
+
+``check`` (contract 0.1.1, the ``checked-verb-plugin`` world the build script targets) is what
+the host calls for every verb of an application before any call: ``parse`` alone, which must
+read every property and must not call the host (a check has no call, and traps if it does).
 """
 
 from componentize_py_types import Err
@@ -79,6 +87,12 @@ def completion(event, payload, action_hook=None, call_left=False):
         action_hook=webhook(action_hook),
         call_left=call_left,
     )
+
+
+def check_verb(parse, verb_text):
+    """Calls ``parse(verb_text)`` for the contract's ``check`` and discards what it read; its
+    errors are reported as :func:`run_verb` reports them."""
+    run_verb(lambda text, _call: parse(text), verb_text, None)
 
 
 def run_verb(fn, verb_text, call):

@@ -16,14 +16,22 @@ from verbhost_sdk import plugin
 VERB = "{{verb}}"
 
 
-def run(text, call):
+def parse(text):
+    """Reads and checks the verb without acting on a call. The host calls it alone (through
+    VerbCheck) for every verb of an application before any call, so it must not call the host."""
     verb = sdk.Verb.parse(text)
     verb.expect_name(VERB)
     p = verb.props()
     greeting = p.string("greeting") or "hello"
     event_hook = p.hook("eventHook")
     action_hook = p.hook("actionHook")
-    for warning in p.finish():  # unknown properties are errors that name them
+    warnings = p.finish()  # unknown properties are errors that name them
+    return greeting, event_hook, action_hook, warnings
+
+
+def run(text, call):
+    greeting, event_hook, action_hook, warnings = parse(text)
+    for warning in warnings:
         plugin.warn(warning)
     said = "%s, %s" % (greeting, call.remote_party.uri)
     plugin.info(said)
@@ -39,3 +47,8 @@ class Verb(exports.Verb):
 
     def run(self, verb, call):
         return plugin.run_verb(run, verb, call)
+
+
+class VerbCheck(exports.VerbCheck):
+    def check(self, verb):
+        plugin.check_verb(parse, verb)

@@ -32,7 +32,7 @@ if [[ -z "$tool" ]]; then
   echo "componentize-py not found; see the comment at the top of $0" >&2
   exit 3
 fi
-"$tool" -d "$wit" -w verb-plugin componentize app -p "$here" -p "$sdk" --stub-wasi \
+"$tool" -d "$wit" -w checked-verb-plugin componentize app -p "$here" -p "$sdk" --stub-wasi \
   -o "$here/{{name}}.wasm.tmp" >&2
 mv -f "$here/{{name}}.wasm.tmp" "$here/{{name}}.wasm"
 echo "$here/{{name}}.wasm"
