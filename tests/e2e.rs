@@ -1799,6 +1799,44 @@ async fn a_call_hung_up_at_the_drain_timeout_is_reported_as_verbhosts_hangup() {
     assert!(ended[0].contains("by_remote=false"), "{log}");
 }
 
+/// `verbhost call --hep` exports too: the INVITE it sends reaches the HEP socket as a HEP v3
+/// packet (the packet format itself is checked by sngrep in the test below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbhost_call_exports_its_sip_messages_as_hep() {
+    let hep = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    hep.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let app = json!([{"verb": "sip:refer", "referTo": "+4930123"}]).to_string();
+    let file = TempFile::new("app.json", &app);
+    let mut child = verbhost()
+        .arg("call")
+        .arg(format!("sip:bob@{}", callee.local_addr().unwrap()))
+        .arg("--app")
+        .arg(&file.path)
+        .arg("--hep")
+        .arg(hep.local_addr().unwrap().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let received = tokio::task::spawn_blocking(move || {
+        hep.recv_from(&mut buf).map(|(len, _)| buf[..len].to_vec())
+    })
+    .await
+    .unwrap();
+    let _ = child.kill().await;
+    let packet = received.expect("a HEP packet from verbhost call");
+    assert!(packet.starts_with(b"HEP3"), "{packet:?}");
+    // The total length in the header is the datagram's.
+    assert_eq!(
+        u16::from_be_bytes([packet[4], packet[5]]) as usize,
+        packet.len()
+    );
+    let text = String::from_utf8_lossy(&packet);
+    assert!(text.contains("INVITE sip:bob@"), "{text}");
+}
+
 /// Issue 11: every SIP message sent and received goes to `--hep ADDR` as a HEP v3 packet, and
 /// sngrep, listening for HEP (`-L udp:ADDR`), decodes it and writes it to its pcap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2167,6 +2205,13 @@ fn apps_failing_their_check() -> Vec<(String, &'static str)> {
             ])
             .to_string(),
             "verb 1 (sip:refer): unknown property colour",
+        ),
+        (
+            // Longer than one call may run (server.max_verbs_per_call, 1000): it could never
+            // finish, and checking it verb by verb would cost the plugin 1001 sandboxes.
+            serde_json::to_string(&vec![json!({"verb": "sip:refer", "referTo": "+4930123"}); 1001])
+                .unwrap(),
+            "the application has 1001 verbs, more than one call may run (server.max_verbs_per_call = 1000)",
         ),
     ]
 }

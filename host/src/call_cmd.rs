@@ -58,7 +58,8 @@ pub(crate) async fn run(dialer: Dialer, args: CallArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(exit::BAD_INPUT));
         }
     };
-    let config = dialer.config().sip.endpoint(args.bind, args.transport);
+    let mut config = dialer.config().sip.endpoint(args.bind, args.transport);
+    config.capture = verbhost_server::hep_capture(&dialer.config().log).await?;
     let endpoint = Endpoint::bind(config)
         .await
         .with_context(|| format!("cannot bind SIP on {}", args.bind))?;

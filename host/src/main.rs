@@ -92,6 +92,11 @@ struct Common {
     /// dropped or answered with an error and why [default: off, or log.sip_trace].
     #[arg(long)]
     sip_trace: bool,
+    /// Send a copy of every SIP message sent and received as a HEP v3 packet over UDP to
+    /// ADDR (Homer, `sngrep -L udp:ADDR`), IP:PORT or HOSTNAME:PORT [default: off, or
+    /// log.hep].
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    hep: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,11 +133,6 @@ enum Command {
         /// [default: 30, or server.drain_timeout_s].
         #[arg(long, value_name = "SECONDS")]
         drain_timeout: Option<u64>,
-        /// Send a copy of every SIP message sent and received as a HEP v3 packet over UDP to
-        /// ADDR (Homer, `sngrep -L udp:ADDR`), IP:PORT or HOSTNAME:PORT [default: off, or
-        /// log.hep].
-        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
-        hep: Option<SocketAddr>,
         #[command(flatten)]
         common: Common,
     },
@@ -222,6 +222,9 @@ impl Common {
         if self.sip_trace {
             config.log.sip_trace = true;
         }
+        if let Some(hep) = self.hep {
+            config.log.hep = Some(hep);
+        }
         config.check()?;
         Ok(config)
     }
@@ -261,7 +264,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin,
             admin_token,
             drain_timeout,
-            hep,
             common,
         } => {
             let mut config = common.config()?;
@@ -284,9 +286,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             if let Some(drain) = drain_timeout {
                 config.server.drain_timeout_s = drain;
-            }
-            if let Some(hep) = hep {
-                config.log.hep = Some(hep);
             }
             serve::run(config).await?;
             Ok(ExitCode::SUCCESS)

@@ -118,6 +118,17 @@ pub struct UnknownVerb {
 /// cause, e.g. `verb 0 (sip:refer): unknown property eventhook`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppCheckError {
+    /// The application has more verbs than one call may run (`server.max_verbs_per_call`), so
+    /// it could never finish; it is refused before any verb is checked.
+    #[error(
+        "the application has {verbs} verbs, more than one call may run (server.max_verbs_per_call = {limit})"
+    )]
+    TooLong {
+        /// How many verbs it has.
+        verbs: usize,
+        /// `server.max_verbs_per_call`.
+        limit: u32,
+    },
     /// No loaded plugin implements the verb.
     #[error(transparent)]
     NoPlugin(#[from] UnknownVerb),

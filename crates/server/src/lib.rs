@@ -29,5 +29,5 @@ mod webhook;
 pub use config::Config;
 pub use error::{AppCheckError, ServerError, UnknownVerb};
 pub use outbound::{Dialer, signalling_sdp};
-pub use server::{Server, ServerBuilder, ServerHandle};
+pub use server::{Server, ServerBuilder, ServerHandle, hep_capture};
 pub use session::{Journal, Summary};

@@ -125,8 +125,9 @@ pub(crate) async fn read_app(
     Ok(verbs)
 }
 
-/// Checks an application before any of it runs, verb by verb in order, stopping at the first
-/// fault: a plugin implements the verb; that plugin's `check` accepts it (a plugin built for
+/// Checks an application before any of it runs: no longer than one call may run
+/// (`server.max_verbs_per_call`), then verb by verb in order, stopping at the first fault: a
+/// plugin implements the verb; that plugin's `check` accepts it (a plugin built for
 /// contract 0.1.0 has none, and only the rest applies); every hook property resolves against
 /// `base`. The check runs under the plugin's run bounds and acts on no call.
 pub(crate) async fn check_app(
@@ -134,6 +135,13 @@ pub(crate) async fn check_app(
     base: Option<&Url>,
     shared: &Shared,
 ) -> Result<(), AppCheckError> {
+    let limit = shared.config.server.max_verbs_per_call;
+    if verbs.len() > limit as usize {
+        return Err(AppCheckError::TooLong {
+            verbs: verbs.len(),
+            limit,
+        });
+    }
     for (index, verb) in verbs.iter().enumerate() {
         let Some(version) = shared.plugins.get(&verb.name) else {
             return Err(UnknownVerb {
