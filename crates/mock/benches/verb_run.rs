@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use verbhost_mock::{MockCall, MockHost, Scenario};
-use verbhost_runtime::{Plugin, RunLimits, RuntimeConfig};
+use verbhost_mock::{MockCall, Scenario};
+use verbhost_runtime::{RunLimits, RuntimeConfig};
+
+mod support;
+use support::{scenario, setup};
 
 /// The plugin under test and its name: `VERBHOST_BENCH_PLUGIN`, else the built-in sip:refer.
 fn plugin_wasm() -> (String, Vec<u8>) {
@@ -35,38 +38,6 @@ fn plugin_wasm() -> (String, Vec<u8>) {
             verbhost_guests::SIP_REFER_WASM.to_vec(),
         ),
     }
-}
-
-fn scenario() -> Scenario {
-    Scenario::from_value(json!({
-        "name": "bench",
-        "verb": {
-            "verb": "sip:refer",
-            "id": "bench",
-            "referTo": "+4930555",
-            "actionHook": "/done",
-            "eventHook": "/progress"
-        },
-        "refer_response": { "status": 202, "at_ms": 20 },
-        "notifies": [
-            { "at_ms": 40, "notify": { "state": "active;expires=60", "body": "SIP/2.0 100 Trying\r\n" } },
-            { "at_ms": 900, "notify": { "state": "active;expires=60", "body": "SIP/2.0 180 Ringing\r\n" } },
-            { "at_ms": 5000, "notify": { "state": "terminated;reason=noresource", "body": "SIP/2.0 200 OK\r\n" } }
-        ],
-        "expect": {}
-    }))
-    .expect("valid scenario")
-}
-
-/// A single-threaded executor and a plugin loaded into a mock host.
-fn setup(wasm: &[u8]) -> (tokio::runtime::Runtime, Plugin<MockCall>) {
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
-    let host = MockHost::new().expect("mock host");
-    let plugin = executor.block_on(host.load(wasm)).expect("plugin loads");
-    (executor, plugin)
 }
 
 fn verb_run(c: &mut Criterion) {

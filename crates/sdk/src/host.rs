@@ -1,13 +1,17 @@
 //! Services of the host: logging, the eventHook, the clock.
 
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::verbhost::plugin::host as wit;
-pub use wit::EventError;
+pub use crate::bindings::verbhost::plugin::host::EventError;
 
 use crate::{Level, Webhook};
 
 /// Writes a log line at `level`.
 pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
     wit::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::native::with_host("host::log", |host| host.log(level, message));
 }
 
 /// Logs at debug level.
@@ -28,12 +32,28 @@ pub fn warn(message: &str) {
 /// Posts a JSON object to `hook` in the background. The host adds the call identifiers; a
 /// delivery failure never reaches the plugin. An error means the host refused the payload.
 pub fn emit_event(hook: &Webhook, payload: &serde_json::Value) -> Result<(), EventError> {
-    wit::emit_event(hook, &payload.to_string())
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::emit_event(hook, &payload.to_string())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::native::with_host("host::emit_event", |host| {
+            host.emit_event(hook, &payload.to_string())
+        })
+    }
 }
 
 /// Milliseconds since the verb started (virtual time under the mock host).
 pub fn clock_ms() -> u64 {
-    wit::clock_ms()
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::clock_ms()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::native::with_host("host::clock_ms", |host| host.clock_ms())
+    }
 }
 
 impl EventError {

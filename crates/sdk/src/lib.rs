@@ -40,7 +40,10 @@
 //! - [`sip`]: `send-refer` and `on-notify`, and [`sip::HeaderList`] to read response headers;
 //! - [`verb`]: reading verb JSON in both jambonz forms, with errors that name the property;
 //! - [`refer`]: the `sip:refer` verb, Refer-To and Referred-By formatting;
-//! - [`common`]: the sipfrag, Subscription-State, header and JSON helpers the host uses too.
+//! - [`common`]: the sipfrag, Subscription-State, header and JSON helpers the host uses too;
+//! - `native` (not on wasm32): run the same plugin compiled for the host, its host calls
+//!   answered by a `native::NativeHost`, to measure what the sandbox costs or to test plugin
+//!   logic in plain Rust.
 //!
 //! The bindings come from the `wit/` directory of the verbhost repository, the single source
 //! of the contract (`verbhost:plugin@0.1.1`, world `checked-verb-plugin`: the `verb` export
@@ -55,6 +58,8 @@ pub use serde_json;
 pub use verbhost_common as common;
 
 pub mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 pub mod refer;
 pub mod sip;
 pub mod verb;
@@ -114,7 +119,8 @@ pub trait Plugin {
 ///
 /// The exports exist only when building for wasm32: a native build of a plugin crate (for
 /// `cargo build --workspace` or native unit tests) checks the implementation but exports
-/// nothing, since wasm export names are not valid native symbols.
+/// nothing, since wasm export names are not valid native symbols. A native build runs the
+/// plugin through `native::run` instead.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {

@@ -1,9 +1,10 @@
 //! SIP actions in the call's dialog: REFER and its subscription.
 
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::verbhost::plugin::sip as wit;
 /// A NOTIFY of a REFER's subscription.
-pub use wit::Notify;
-pub use wit::{
+pub use crate::bindings::verbhost::plugin::sip::Notify;
+pub use crate::bindings::verbhost::plugin::sip::{
     NotifyError, ReferError, ReferEvent, ReferRequest, ReferResponse, SipfragStatus,
     SubscriptionState, SubscriptionStatus,
 };
@@ -12,12 +13,28 @@ use crate::Header;
 
 /// Sends a REFER in the call's dialog and waits for its final response.
 pub fn send_refer(request: &ReferRequest) -> Result<ReferResponse, ReferError> {
-    wit::send_refer(request)
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::send_refer(request)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::native::with_host("sip::send_refer", |host| host.send_refer(request))
+    }
 }
 
 /// Waits up to `timeout_ms` for the next event of the REFER `refer_id`.
 pub fn on_notify(refer_id: u32, timeout_ms: u32) -> Result<ReferEvent, NotifyError> {
-    wit::on_notify(refer_id, timeout_ms)
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::on_notify(refer_id, timeout_ms)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::native::with_host("sip::on_notify", |host| {
+            host.on_notify(refer_id, timeout_ms)
+        })
+    }
 }
 
 /// Reading headers by name, case-insensitively and with compact forms expanded.

@@ -414,6 +414,23 @@ async fn fetch_app(
     Ok(verbs)
 }
 
+/// Starts the HEP v3 export that `log.hep` asks for (`--hep`), if any: set the result as
+/// [`verbhost_sip::endpoint::EndpointConfig::capture`] of the endpoint that should export.
+/// `serve` and `verbhost call` both use it.
+pub async fn hep_capture(log: &crate::config::LogConfig) -> Result<Option<Capture>, ServerError> {
+    let Some(target) = log.hep else {
+        return Ok(None);
+    };
+    let capture = Capture::start(target, log.hep_agent_id)
+        .await
+        .map_err(|source| ServerError::Hep {
+            addr: target,
+            source,
+        })?;
+    tracing::info!(hep = %target, agent_id = log.hep_agent_id, "exporting every SIP message as HEP v3");
+    Ok(Some(capture))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,21 +457,4 @@ mod tests {
         assert_eq!(CallHookError::Empty { url: url.clone() }.sip_status(), 480);
         assert_eq!(CallHookError::Failed { url }.sip_status(), 500);
     }
-}
-
-/// Starts the HEP v3 export that `log.hep` asks for (`--hep`), if any: set the result as
-/// [`verbhost_sip::endpoint::EndpointConfig::capture`] of the endpoint that should export.
-/// `serve` and `verbhost call` both use it.
-pub async fn hep_capture(log: &crate::config::LogConfig) -> Result<Option<Capture>, ServerError> {
-    let Some(target) = log.hep else {
-        return Ok(None);
-    };
-    let capture = Capture::start(target, log.hep_agent_id)
-        .await
-        .map_err(|source| ServerError::Hep {
-            addr: target,
-            source,
-        })?;
-    tracing::info!(hep = %target, agent_id = log.hep_agent_id, "exporting every SIP message as HEP v3");
-    Ok(Some(capture))
 }

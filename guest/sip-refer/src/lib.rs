@@ -23,7 +23,10 @@ use verbhost_sdk::{CallInfo, Completion, Plugin, PluginInfo, VerbError, export_p
 /// a call. Unset in a normal build, which adds no field.
 const BUILD_TAG: Option<&str> = option_env!("VERBHOST_SIP_REFER_BUILD");
 
-struct SipReferPlugin;
+/// The plugin. `pub(crate)` so that the sandbox-cost bench, which compiles this file natively
+/// as a module of its own (`crates/mock/benches/sandbox_cost.rs`), can run it through
+/// `verbhost_sdk::native::run`; the crate stays a `cdylib` only, so its wasm build is untouched.
+pub(crate) struct SipReferPlugin;
 
 impl Plugin for SipReferPlugin {
     type Verb = SipRefer;
