@@ -9,6 +9,8 @@
 //! which `.ci/run` runs). With `CI=true` a missing tool fails the test; elsewhere the test is
 //! skipped with a loud message. Ports 28820-28839.
 
+#[path = "support/serve.rs"]
+mod serve;
 #[path = "support/sipp.rs"]
 mod sipp;
 
@@ -289,36 +291,6 @@ async fn python_runs_beyond_what_the_pool_holds_wait_for_room_and_all_complete()
     );
 }
 
-/// Starts `verbhost serve ARGS`; its stderr goes to `log`.
-async fn serve(args: &[&str], admin: &str, log: &Path) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_verbhost"))
-        .arg("serve")
-        .args(args)
-        .args(["--admin", admin])
-        .current_dir(root())
-        .env_remove("RUST_LOG")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("verbhost serve starts");
-    // An uncached 18 MB Python component compiles in seconds; allow for a busy machine.
-    for _ in 0..1200 {
-        let plugins = reqwest::get(format!("http://{admin}/plugins")).await;
-        if let Ok(response) = plugins
-            && let Ok(text) = response.text().await
-            && text.contains("py:refer-computed")
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "verbhost serve did not serve py:refer-computed within 120 s:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("verbhost-py-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -358,8 +330,8 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
         .to_string(),
     )
     .unwrap();
-    let log = dir.join("serve.log");
-    let mut server = serve(
+    // An uncached 18 MB Python component compiles in seconds; allow for a busy machine.
+    let server = serve::Server::start_within(
         &[
             "--sip",
             "127.0.0.1:28820",
@@ -372,10 +344,16 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
             "--default-domain",
             "pstn.example",
         ],
-        "127.0.0.1:28821",
-        &log,
+        28821,
+        Duration::from_secs(120),
     )
     .await;
+    let (_, plugins_listed) = server.get("/plugins").await;
+    assert!(
+        plugins_listed.contains("py:refer-computed"),
+        "{plugins_listed}\n{}",
+        server.log()
+    );
     let caller = sipp::SippPeer::start_with_args(
         &root().join("tests/sipp/uac-transferee-accept.xml"),
         28830,
@@ -386,7 +364,7 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
     let outcome = tokio::task::spawn_blocking(move || caller.wait(Duration::from_secs(45)))
         .await
         .unwrap();
-    let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let server_log = || server.log();
     assert!(outcome.passed(), "{}\n{}", outcome.describe(), server_log());
     let refer = outcome
         .received()
@@ -478,20 +456,14 @@ async fn a_real_call_through_serve_runs_the_python_verb_against_the_sipp_transfe
             })
         )
     );
-    let metrics = reqwest::get("http://127.0.0.1:28821/metrics")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = server.get("/metrics").await;
     let line =
         "verbhost_verbs_total{verb=\"py:refer-computed\",outcome=\"PY_REFER_TRANSFERRED\"} 1";
     assert!(
         metrics.lines().any(|l| l == line),
         "{line} missing:\n{metrics}"
     );
-    let _ = server.start_kill();
-    let _ = server.wait().await;
+    drop(server); // killed on drop
     let _ = std::fs::remove_dir_all(&dir);
 }
 
