@@ -146,6 +146,10 @@ class Load:
         self.sipp = h.Sipp(str(XML), server.sip, calls=calls, rate=rate, limit=limit, timeout_s=timeout_s,
                            extra=["-d", str(pause_ms), "-trace_logs"], name=name)
         self.rss_interval = rss_interval
+        # parked: one smaps snapshot when every transfer should be parked (see run_parked).
+        self.snapshot_at: float | None = None
+        self.smaps_before: dict = {}
+        self.smaps_parked: dict = {}
 
     def _actions_count(self) -> int:
         with self.receiver.lock:
@@ -157,6 +161,8 @@ class Load:
             rss = self.server.rss_mib()
             if rss:
                 self.peak_rss = max(self.peak_rss, rss)
+            if self.snapshot_at is not None and not self.smaps_parked and time.monotonic() >= self.snapshot_at:
+                self.smaps_parked = smaps(self.server.pid)
             h.sleep(self.rss_interval)
         result = self.sipp.wait()
         sipp_cpu = children_cpu() - self.children0
@@ -222,6 +228,64 @@ class Load:
             "_actions": action_list,
         }
         return out
+
+
+def smaps(pid: int) -> dict[str, dict]:
+    """The process's mappings from /proc/PID/smaps, by start address: what they are (path, or
+    `anon` and their size) and their Rss, Pss and Anonymous in KiB. A file page mapped N times
+    counts N times in Rss and once in all the mappings' Pss together; Anonymous is memory of
+    the process's own (a file page it wrote to, copied on write, included)."""
+    maps: dict[str, dict] = {}
+    current = None
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return maps
+    for line in lines:
+        head = line.split(None, 5)
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            path = head[5] if len(head) > 5 else ""
+            current = {"path": path, "size_kib": (end - start) // 1024, "perms": head[1],
+                       "rss_kib": 0, "pss_kib": 0, "anon_kib": 0}
+            maps[head[0].split("-")[0]] = current
+        elif current is not None:
+            for field, key in (("Rss:", "rss_kib"), ("Pss:", "pss_kib"), ("Anonymous:", "anon_kib")):
+                if line.startswith(field):
+                    current[key] = int(line.split()[1])
+    return maps
+
+
+def smaps_growth(before: dict[str, dict], after: dict[str, dict], per: int, top: int = 10) -> list[dict]:
+    """Where RSS grew between two smaps snapshots, by kind of mapping (its path, or for an
+    anonymous one its size and permissions), with the growth per parked transfer (`per`). The
+    wasm instance pool reserves single large regions (linear memories, tables, fiber stacks);
+    an instantiated linear memory splits its slot into mappings of its own, so those show as
+    many mappings of one size. malloc arenas are `[heap]` and anonymous mappings up to 64 MiB."""
+    groups: dict[tuple[str, str], dict] = {}
+    for start, m in after.items():
+        old = before.get(start, {})
+        grown = m["rss_kib"] - old.get("rss_kib", 0)
+        if grown <= 0:
+            continue
+        size = m["size_kib"]
+        label = m["path"] or ("anon " + (f"{size / 1024 / 1024:.2f} GiB" if size >= 1 << 20 else
+                                         f"{size / 1024:.1f} MiB" if size >= 1024 else f"{size} KiB"))
+        g = groups.setdefault((label, m["perms"]), {"mapping": label, "perms": m["perms"], "count": 0,
+                                                     "grown_kib": 0, "pss_kib": 0, "anon_kib": 0})
+        g["count"] += 1
+        g["grown_kib"] += grown
+        g["pss_kib"] += m["pss_kib"] - old.get("pss_kib", 0)
+        g["anon_kib"] += m["anon_kib"] - old.get("anon_kib", 0)
+    rows = sorted(groups.values(), key=lambda r: -r["grown_kib"])
+    rest, rows = rows[top:], rows[:top]
+    if rest:
+        rows.append({"mapping": "the rest", "perms": "", "count": sum(r["count"] for r in rest),
+                     **{k: sum(r[k] for r in rest) for k in ("grown_kib", "pss_kib", "anon_kib")}})
+    for r in rows:
+        for key, out in (("grown_kib", "kib_per_parked"), ("pss_kib", "pss_per_parked"), ("anon_kib", "anon_per_parked")):
+            r[out] = round(r[key] / per, 2) if per else None
+    return rows
 
 
 def settle(server: h.Server, limit: float = 30) -> float | None:
@@ -336,7 +400,12 @@ def run_parked(args, calls: int, park_s: float, rate: float, name: str) -> dict:
         rounds = calls / 100 + 2  # generous: the cap of 128 makes ceil(calls/128) rounds of park_s
         timeout = min(args.max_seconds, calls / rate + park_s * rounds + 60)
         h.note(f"parked: {calls} transfers at {rate:g}/s, final NOTIFY held {park_s:g} s (sipp timeout {timeout:.0f} s)")
+        smaps_idle = smaps(server.pid)
         load = Load(server, receiver, calls, rate, int(park_s * 1000), limit=calls, timeout_s=timeout, name=name)
+        # Every transfer is parked from the last call's REFER until the first final NOTIFY
+        # (when park_s is longer than calls / rate): take the smaps snapshot in that window.
+        if park_s > calls / rate + 1:
+            load.snapshot_at = load.t0 + calls / rate + min(2.0, (park_s - calls / rate) / 2)
         run = load.wait()
         run["settle_s"] = settle(server)
         run.update(parked_stats(run, park_s))
@@ -344,6 +413,8 @@ def run_parked(args, calls: int, park_s: float, rate: float, name: str) -> dict:
         grown = max(run["rss_peak_mib"], run["vmhwm_mib"] or 0.0) - before
         run["rss_per_parked_kib"] = round(grown * 1024 / run["peak_parked"], 1) if run["peak_parked"] else None
         run["ideal_s"] = round(calls / rate + park_s, 1)
+        if load.smaps_parked:
+            run["rss_growth_by_mapping"] = smaps_growth(smaps_idle, load.smaps_parked, run["peak_parked"])
     finally:
         server.stop()
         receiver.close()
@@ -359,6 +430,15 @@ def print_parked(runs: list[dict]) -> None:
           r["refers_within_first_park"], r["all_refers_out_s"], r["all_done_s"], r["ideal_s"], r["rss_before_mib"],
           r["rss_peak_mib"], r["vmhwm_mib"], r["rss_per_parked_kib"], r["server_cpu_ms_per_transfer"]] for r in runs],
     )
+    for r in runs:
+        if r.get("rss_growth_by_mapping"):
+            print(f"\n  {r['calls']} parked: where RSS grew (smaps, when all were parked)")
+            print_table(["mapping", "perms", "mappings", "RSS KiB", "RSS/parked", "PSS/parked", "anon/parked"],
+                        [[g["mapping"][-40:], g["perms"], g["count"], g["grown_kib"], g["kib_per_parked"],
+                          g["pss_per_parked"], g["anon_per_parked"]] for g in r["rss_growth_by_mapping"]])
+            total = {k: sum(g[k] for g in r["rss_growth_by_mapping"]) for k in ("grown_kib", "pss_kib", "anon_kib")}
+            print(f"  all mappings: RSS {total['grown_kib'] / r['peak_parked']:.1f}, PSS {total['pss_kib'] / r['peak_parked']:.1f},"
+                  f" anonymous {total['anon_kib'] / r['peak_parked']:.1f} KiB per parked transfer")
     for r in runs:
         if r["failed"] or r["actions_other"]:
             print(f"  {r['calls']}: other actionHooks {r['actions_other']}; sipp errors {r['sipp']['error_reasons']}")
