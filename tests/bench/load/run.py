@@ -3,7 +3,7 @@
 what a parked transfer costs, and how long the server takes to answer its first call.
 
     tests/bench/load/run.py step       [--start 50] [--step 50] [--max 400] [--hold 30] [--quick]
-    tests/bench/load/run.py parked     [--calls 400] [--park 10] [--rate 200]
+    tests/bench/load/run.py parked     [--calls 400] [--park 10] [--rate 200] [--notify-timeout S]
     tests/bench/load/run.py cold-start [--repeat 5]
     tests/bench/load/run.py smoke      (a few seconds: CI)
     common: [--bin PATH] [--config-extra TOML] [--max-seconds N]
@@ -70,6 +70,8 @@ def start_server(args, name: str, receiver: h.HookReceiver) -> h.Server:
     verb = {"verb": "sip:refer", "referTo": REFER_TO, "actionHook": receiver.url("/action")}
     if not getattr(args, "no_event_hook", False):
         verb["eventHook"] = receiver.url("/event")
+    if getattr(args, "notify_timeout", None):
+        verb["notifyTimeout"] = args.notify_timeout
     app.write_text(json.dumps([verb]))
     return h.Server(Path(args.bin), {"app": {"file": str(app)}}, h.parse_extra(args.config_extra), name=name)
 
@@ -632,6 +634,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=400, help="parked: transfers (default %(default)s)")
     parser.add_argument("--park", type=float, default=10, help="parked: seconds the final NOTIFY is held back")
     parser.add_argument("--rate", type=float, default=200, help="parked: calls/s offered (default %(default)s)")
+    parser.add_argument("--notify-timeout", type=int, default=None,
+                        help="the verb's notifyTimeout in seconds (the plugin's default, 40 s, ends a longer park)")
     parser.add_argument("--repeat", type=int, default=5, help="cold-start: runs of each kind (default %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
