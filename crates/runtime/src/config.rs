@@ -39,9 +39,15 @@ pub struct RuntimeConfig {
     /// code that no tick interrupted is charged its wall time, but at most one tick (see the
     /// runtime's CPU meter), so this also bounds what a pause can cost a short stretch.
     pub epoch_tick: Duration,
-    /// Bytes of each pooled linear memory kept resident (zeroed with memset) when a run ends,
-    /// instead of being returned to the kernel. 0 measured fastest for the sip:refer plugin:
-    /// zeroing 1 MiB per run cost about 9 us, more than the page faults it saves.
+    /// Bytes of each pooled linear memory kept resident when a run ends (reset in place)
+    /// instead of being returned to the kernel with `madvise`. Where the kernel has the
+    /// `PAGEMAP_SCAN` ioctl (Linux 6.7 and later) only the pages the run dirtied are reset, so
+    /// the default is [`KEEP_RESIDENT_WITH_PAGEMAP_SCAN`] there: on the sip:refer plugin it
+    /// took the sandbox's cost per verb from 4.2x native to 3.0-3.3x (BENCHMARKS.md). Without
+    /// the ioctl every kept byte is zeroed with memset on each run (1 MiB cost about 9 us,
+    /// more than the page faults it saves), so the default is 0. Kept pages stay resident
+    /// while their slot is unused: after a peak of N runs at once, up to N slots keep what
+    /// their last run dirtied.
     pub memory_keep_resident: usize,
     /// Largest plugin file accepted, in bytes.
     pub max_plugin_bytes: usize,
@@ -62,6 +68,11 @@ pub struct RuntimeConfig {
     pub run: RunLimits,
 }
 
+/// [`RuntimeConfig::memory_keep_resident`]'s default where the kernel can tell which pages a
+/// run dirtied: 2 MiB covers a Rust plugin's whole first-run footprint (its 1 MiB stack, data
+/// and early heap).
+pub const KEEP_RESIDENT_WITH_PAGEMAP_SCAN: usize = 2 << 20;
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
@@ -74,7 +85,12 @@ impl Default for RuntimeConfig {
             max_tables_per_plugin: 16,
             pool_memory_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(10),
-            memory_keep_resident: 0,
+            memory_keep_resident: if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
+            {
+                KEEP_RESIDENT_WITH_PAGEMAP_SCAN
+            } else {
+                0
+            },
             max_plugin_bytes: 32 << 20,
             cache_dir: None,
             run: RunLimits::default(),

@@ -55,7 +55,7 @@ mod pool;
 pub mod registry;
 
 pub use cache::{CacheStats, sha256_hex};
-pub use config::{LimitsError, RunLimits, RuntimeConfig};
+pub use config::{KEEP_RESIDENT_WITH_PAGEMAP_SCAN, LimitsError, RunLimits, RuntimeConfig};
 pub use contract::{ContractError, ContractVersion};
 pub use error::{LoadError, RunError, TrapKind};
 pub use host::CallHost;
