@@ -25,6 +25,7 @@ use crate::transaction::{
     ServerInviteTick, ServerNonInvite, Tick, Timers,
 };
 use crate::transport::{self, Inbound, Sender, Transport};
+use crate::wakes::Wakes;
 use crate::wire;
 
 /// How an endpoint is set up.
@@ -340,6 +341,7 @@ impl Endpoint {
             open_dialogs: 0,
             tag_key: RandomState::new(),
             dialogs: HashMap::new(),
+            wakes: Wakes::default(),
             draining: endpoint.draining.clone(),
             self_handle: endpoint.clone(),
         };
@@ -628,6 +630,29 @@ struct ServerInviteState {
 /// own, RFC 3261 §17.1.1.3).
 type AckKey = (String, u32);
 
+/// What a deadline in [`Core::wakes`] belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Wake {
+    /// A non-INVITE client transaction, by branch.
+    Client(String),
+    /// An INVITE client transaction, by branch.
+    Invite(String),
+    /// A non-INVITE server transaction.
+    Server(TxKey),
+    /// An INVITE server transaction.
+    ServerInvite(TxKey),
+    /// A dialog's BYE grace, or the end of the time an ended dialog stays readable.
+    Dialog(DialogId),
+}
+
+/// When a dialog next needs the clock.
+fn dialog_wake(state: &DialogState) -> Option<Instant> {
+    match (state.closing_at, state.closed_since) {
+        (Some(closing), Some(closed)) => Some(closing.min(closed + CLOSED_KEPT)),
+        (closing, closed) => closing.or(closed.map(|at| at + CLOSED_KEPT)),
+    }
+}
+
 struct Core {
     config: EndpointConfig,
     local: SocketAddr,
@@ -649,6 +674,9 @@ struct Core {
     /// Keys the To tags of stateless answers, so a retransmission gets the same tag.
     tag_key: RandomState,
     dialogs: HashMap<DialogId, DialogState>,
+    /// The next deadline of every transaction and dialog that has one. Whatever changes a
+    /// transaction's or dialog's timers calls [`Core::schedule`] for it.
+    wakes: Wakes<Wake>,
     /// Shared with [`Endpoint::set_draining`].
     draining: Arc<AtomicBool>,
     self_handle: Endpoint,
@@ -740,92 +768,96 @@ impl Core {
         trace::dropped(self.config.transport, from, self.local, cause, detail);
     }
 
-    fn next_wake(&self) -> Option<Instant> {
-        let clients = self
-            .clients
-            .values()
-            .filter_map(|(tx, _, _)| tx.next_wake());
-        let invites = self.invites.values().filter_map(|c| c.tx.next_wake());
-        let servers = self.servers.values().filter_map(|(tx, _)| tx.next_wake());
-        let server_invites = self
-            .server_invites
-            .values()
-            .filter_map(|state| state.tx.next_wake());
-        let closing = self.dialogs.values().filter_map(|d| d.closing_at);
-        let purge = self
-            .dialogs
-            .values()
-            .filter_map(|d| d.closed_since.map(|at| at + CLOSED_KEPT));
-        clients
-            .chain(invites)
-            .chain(servers)
-            .chain(server_invites)
-            .chain(closing)
-            .chain(purge)
-            .min()
+    fn next_wake(&mut self) -> Option<Instant> {
+        self.wakes.next()
     }
 
+    /// Sets `wake`'s deadline from its transaction's or dialog's own next wake-up (none when
+    /// it is gone).
+    fn schedule(&mut self, wake: Wake) {
+        let at = match &wake {
+            Wake::Client(branch) => self.clients.get(branch).and_then(|(tx, ..)| tx.next_wake()),
+            Wake::Invite(branch) => self.invites.get(branch).and_then(|c| c.tx.next_wake()),
+            Wake::Server(key) => self.servers.get(key).and_then(|(tx, _)| tx.next_wake()),
+            Wake::ServerInvite(key) => self.server_invites.get(key).and_then(|s| s.tx.next_wake()),
+            Wake::Dialog(id) => self.dialogs.get(id).and_then(dialog_wake),
+        };
+        self.wakes.set(&wake, at);
+    }
+
+    /// Ticks the transactions and dialogs whose deadline has come (only those), then sets
+    /// their next deadlines.
     async fn on_timers(&mut self, now: Instant) {
         let mut resend = Vec::new();
-        let mut finished = Vec::new();
-        for (branch, (tx, peer, _)) in &mut self.clients {
-            match tx.on_tick(now) {
-                Tick::Retransmit(bytes) => resend.push((*peer, bytes)),
-                // A terminated transaction has already answered its waiter; a timed-out one
-                // answers it now.
-                Tick::TimedOut | Tick::Terminated => finished.push(branch.clone()),
-                Tick::Idle => {}
-            }
-        }
-        for branch in finished {
-            if let Some((_, _, pending)) = self.clients.remove(&branch) {
-                self.fail_pending(pending, ReferFailure::Timeout);
-            }
-        }
-        let mut dead_invites = Vec::new();
-        for (branch, client) in &mut self.invites {
-            match client.tx.on_tick(now) {
-                Tick::Retransmit(bytes) => resend.push((client.peer, bytes)),
-                Tick::TimedOut | Tick::Terminated => dead_invites.push(branch.clone()),
-                Tick::Idle => {}
-            }
-        }
-        for branch in dead_invites {
-            if let Some(mut client) = self.invites.remove(&branch)
-                && let Some(reply) = client.reply.take()
-            {
-                let _ = reply.send(Err(CallError::Timeout));
-            }
-        }
-        self.servers
-            .retain(|_, (tx, _)| tx.on_tick(now) != Tick::Terminated);
         let mut no_ack = Vec::new();
-        let mut done = Vec::new();
-        for (key, state) in &mut self.server_invites {
-            match state.tx.on_tick(now) {
-                ServerInviteTick::Retransmit(bytes) => resend.push((state.peer, bytes)),
-                ServerInviteTick::NoAck => no_ack.extend(state.dialog.clone()),
-                ServerInviteTick::Terminated => done.push(key.clone()),
-                ServerInviteTick::Idle => {}
+        for wake in self.wakes.take_due(now) {
+            match &wake {
+                Wake::Client(branch) => {
+                    let Some((tx, peer, _)) = self.clients.get_mut(branch) else {
+                        continue;
+                    };
+                    match tx.on_tick(now) {
+                        Tick::Retransmit(bytes) => resend.push((*peer, bytes)),
+                        // A terminated transaction has already answered its waiter; a
+                        // timed-out one answers it now.
+                        Tick::TimedOut | Tick::Terminated => {
+                            if let Some((_, _, pending)) = self.clients.remove(branch) {
+                                self.fail_pending(pending, ReferFailure::Timeout);
+                            }
+                        }
+                        Tick::Idle => {}
+                    }
+                }
+                Wake::Invite(branch) => {
+                    let Some(client) = self.invites.get_mut(branch) else {
+                        continue;
+                    };
+                    match client.tx.on_tick(now) {
+                        Tick::Retransmit(bytes) => resend.push((client.peer, bytes)),
+                        Tick::TimedOut | Tick::Terminated => {
+                            if let Some(mut client) = self.invites.remove(branch)
+                                && let Some(reply) = client.reply.take()
+                            {
+                                let _ = reply.send(Err(CallError::Timeout));
+                            }
+                        }
+                        Tick::Idle => {}
+                    }
+                }
+                Wake::Server(key) => {
+                    if let Some((tx, _)) = self.servers.get_mut(key)
+                        && tx.on_tick(now) == Tick::Terminated
+                    {
+                        self.servers.remove(key);
+                    }
+                }
+                Wake::ServerInvite(key) => {
+                    let Some(state) = self.server_invites.get_mut(key) else {
+                        continue;
+                    };
+                    match state.tx.on_tick(now) {
+                        ServerInviteTick::Retransmit(bytes) => resend.push((state.peer, bytes)),
+                        ServerInviteTick::NoAck => no_ack.extend(state.dialog.clone()),
+                        ServerInviteTick::Terminated => self.forget_server_invite(key),
+                        ServerInviteTick::Idle => {}
+                    }
+                }
+                Wake::Dialog(id) => {
+                    let Some(state) = self.dialogs.get(id) else {
+                        continue;
+                    };
+                    if state.closing_at.is_some_and(|at| now >= at) {
+                        self.end_dialog(id);
+                    } else if state.closed_since.is_some_and(|at| now >= at + CLOSED_KEPT) {
+                        self.dialogs.remove(id);
+                    }
+                }
             }
-        }
-        for key in done {
-            self.forget_server_invite(&key);
+            self.schedule(wake);
         }
         for id in no_ack {
             self.on_no_ack(&id).await;
         }
-        let closing: Vec<DialogId> = self
-            .dialogs
-            .iter()
-            .filter(|(_, d)| d.closing_at.is_some_and(|at| now >= at))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in closing {
-            self.end_dialog(&id);
-        }
-        self.dialogs
-            .retain(|_, d| d.closed_since.is_none_or(|at| now < at + CLOSED_KEPT));
         for (peer, bytes) in resend {
             let _ = self.send(peer, bytes).await;
         }
@@ -875,6 +907,7 @@ impl Core {
             state.closed_since = Some(Instant::now());
             let _ = state.ended.send(true);
             state.events.notify_one();
+            self.schedule(Wake::Dialog(id.clone()));
         }
     }
 
@@ -897,7 +930,8 @@ impl Core {
             self.config.timers,
             Instant::now(),
         );
-        self.clients.insert(branch, (tx, peer, pending));
+        self.clients.insert(branch.clone(), (tx, peer, pending));
+        self.schedule(Wake::Client(branch));
     }
 
     /// Keeps a new dialog and returns the handle the API user gets for it.
@@ -943,7 +977,8 @@ impl Core {
             self.acks
                 .insert((call_id.to_owned(), cseq.seq), key.clone());
         }
-        self.server_invites.insert(key, state);
+        self.server_invites.insert(key.clone(), state);
+        self.schedule(Wake::ServerInvite(key));
     }
 
     /// Forgets a server INVITE transaction and its index entries.
@@ -1015,7 +1050,17 @@ impl Core {
         }
     }
 
+    /// A response, then the new deadlines of the transaction it went to.
     async fn on_response(&mut self, response: Response, from: SocketAddr) {
+        let branch = response.via_branch().map(str::to_owned);
+        self.handle_response(response, from).await;
+        if let Some(branch) = branch {
+            self.schedule(Wake::Client(branch.clone()));
+            self.schedule(Wake::Invite(branch));
+        }
+    }
+
+    async fn handle_response(&mut self, response: Response, from: SocketAddr) {
         let Some(branch) = response.via_branch().map(str::to_owned) else {
             self.drop_message(from, DropCause::StrayResponse, &"no Via branch");
             return;
@@ -1213,7 +1258,31 @@ impl Core {
         let _ = self.send(to, bytes).await;
     }
 
+    /// A request, then the new deadlines of the transactions and the dialog it concerned.
     async fn on_request(&mut self, request: Request, from: SocketAddr, received: Instant) {
+        let key = server_key(&request);
+        let acked = (request.method == Method::Ack)
+            .then(|| {
+                let (call_id, cseq) = (request.call_id()?, request.cseq()?);
+                self.acks.get(&(call_id.to_owned(), cseq.seq)).cloned()
+            })
+            .flatten();
+        let dialog = Dialog::id_of_incoming(&request);
+        self.handle_request(request, from, received).await;
+        if let Some(key) = key {
+            self.schedule(Wake::ServerInvite((key.0.clone(), Method::Invite)));
+            self.schedule(Wake::Server(key.clone()));
+            self.schedule(Wake::ServerInvite(key));
+        }
+        if let Some(key) = acked {
+            self.schedule(Wake::ServerInvite(key));
+        }
+        if let Some(id) = dialog {
+            self.schedule(Wake::Dialog(id));
+        }
+    }
+
+    async fn handle_request(&mut self, request: Request, from: SocketAddr, received: Instant) {
         let now = Instant::now();
         let reliable = self.config.transport.reliable();
         let Some(key) = server_key(&request) else {
@@ -1447,7 +1516,20 @@ impl Core {
         let _ = self.send(from, response.to_bytes()).await;
     }
 
+    /// An API command, then the new deadline of the INVITE it answered (commands that start
+    /// transactions schedule them where they start them).
     async fn on_command(&mut self, command: Command) {
+        let answered = match &command {
+            Command::Answer { key, .. } | Command::Unanswered { key } => Some(key.clone()),
+            _ => None,
+        };
+        self.handle_command(command).await;
+        if let Some(key) = answered {
+            self.schedule(Wake::ServerInvite(key));
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
         let now = Instant::now();
         let reliable = self.config.transport.reliable();
         match command {
@@ -1495,7 +1577,7 @@ impl Core {
                     return;
                 }
                 self.invites.insert(
-                    branch,
+                    branch.clone(),
                     InviteClient {
                         tx: ClientInvite::new(bytes, reliable, self.config.timers, now),
                         request,
@@ -1504,6 +1586,7 @@ impl Core {
                         handle,
                     },
                 );
+                self.schedule(Wake::Invite(branch));
             }
             Command::Answer {
                 key,

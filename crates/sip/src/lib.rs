@@ -19,4 +19,5 @@ pub mod message;
 pub mod trace;
 pub mod transaction;
 pub mod transport;
+mod wakes;
 pub mod wire;
