@@ -645,12 +645,12 @@ enum Wake {
     Dialog(DialogId),
 }
 
-/// When a dialog next needs the clock.
+/// When a dialog next needs the clock: the end of its BYE grace, or (once it has ended, which
+/// clears the grace) the end of the time it stays readable.
 fn dialog_wake(state: &DialogState) -> Option<Instant> {
-    match (state.closing_at, state.closed_since) {
-        (Some(closing), Some(closed)) => Some(closing.min(closed + CLOSED_KEPT)),
-        (closing, closed) => closing.or(closed.map(|at| at + CLOSED_KEPT)),
-    }
+    state
+        .closing_at
+        .or(state.closed_since.map(|at| at + CLOSED_KEPT))
 }
 
 struct Core {
@@ -1254,35 +1254,12 @@ impl Core {
             && let Some((tx, _)) = self.servers.get_mut(&key)
         {
             tx.respond(status, bytes.clone(), Instant::now());
+            self.schedule(Wake::Server(key));
         }
         let _ = self.send(to, bytes).await;
     }
 
-    /// A request, then the new deadlines of the transactions and the dialog it concerned.
     async fn on_request(&mut self, request: Request, from: SocketAddr, received: Instant) {
-        let key = server_key(&request);
-        let acked = (request.method == Method::Ack)
-            .then(|| {
-                let (call_id, cseq) = (request.call_id()?, request.cseq()?);
-                self.acks.get(&(call_id.to_owned(), cseq.seq)).cloned()
-            })
-            .flatten();
-        let dialog = Dialog::id_of_incoming(&request);
-        self.handle_request(request, from, received).await;
-        if let Some(key) = key {
-            self.schedule(Wake::ServerInvite((key.0.clone(), Method::Invite)));
-            self.schedule(Wake::Server(key.clone()));
-            self.schedule(Wake::ServerInvite(key));
-        }
-        if let Some(key) = acked {
-            self.schedule(Wake::ServerInvite(key));
-        }
-        if let Some(id) = dialog {
-            self.schedule(Wake::Dialog(id));
-        }
-    }
-
-    async fn handle_request(&mut self, request: Request, from: SocketAddr, received: Instant) {
         let now = Instant::now();
         let reliable = self.config.transport.reliable();
         let Some(key) = server_key(&request) else {
@@ -1291,19 +1268,32 @@ impl Core {
         };
         // Retransmissions are answered from the transaction, never delivered twice.
         if request.method == Method::Ack {
-            let invite_key = (key.0.clone(), Method::Invite);
+            let mut invite_key = Some((key.0.clone(), Method::Invite));
             let mut acked = None;
-            if let Some(state) = self.server_invites.get_mut(&invite_key) {
+            if let Some(state) = invite_key
+                .as_ref()
+                .and_then(|k| self.server_invites.get_mut(k))
+            {
                 state.tx.on_ack(now);
                 acked = state.dialog.clone();
-            } else if let (Some(call_id), Some(cseq)) = (request.call_id(), request.cseq())
-                && let Some(invite_key) = self.acks.get(&(call_id.to_owned(), cseq.seq))
-                && let Some(state) = self.server_invites.get_mut(invite_key)
-            {
+            } else {
                 // The ACK for a 2xx has its own branch: find the INVITE by Call-ID and CSeq.
                 // An ACK that matches nothing (one for a stateless 503, say) is absorbed.
-                state.tx.on_ack(now);
-                acked = state.dialog.clone();
+                invite_key = request
+                    .call_id()
+                    .zip(request.cseq())
+                    .and_then(|(call_id, cseq)| self.acks.get(&(call_id.to_owned(), cseq.seq)))
+                    .cloned();
+                if let Some(state) = invite_key
+                    .as_ref()
+                    .and_then(|k| self.server_invites.get_mut(k))
+                {
+                    state.tx.on_ack(now);
+                    acked = state.dialog.clone();
+                }
+            }
+            if let Some(invite_key) = invite_key {
+                self.schedule(Wake::ServerInvite(invite_key));
             }
             if let Some(id) = acked {
                 self.confirm(&id).await;
@@ -1335,6 +1325,7 @@ impl Core {
                 from,
             ),
         );
+        self.schedule(Wake::Server(key.clone()));
         if let Method::Other(_) = request.method {
             self.respond(&request, from, 501, None).await;
             return;
@@ -1406,6 +1397,7 @@ impl Core {
                     let _ = state.ended.send(true);
                     state.abandon_waiting();
                 }
+                self.schedule(Wake::Dialog(id));
                 self.respond(&request, from, 200, None).await;
             }
             Method::Invite => {

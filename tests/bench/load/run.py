@@ -150,7 +150,6 @@ class Load:
         self.rss_interval = rss_interval
         # parked: one smaps snapshot when every transfer should be parked (see run_parked).
         self.snapshot_at: float | None = None
-        self.smaps_before: dict = {}
         self.smaps_parked: dict = {}
 
     def _actions_count(self) -> int:
