@@ -1,8 +1,10 @@
-//! UDP and TCP on tokio. Both deliver whole messages to the endpoint's core with the address
+//! UDP and TCP on tokio. Both deliver whole messages to the endpoint's driver with the address
 //! they came from and when they arrived, and send bytes to an address: over UDP as one
 //! datagram, over TCP on the connection to that address (the one the request came in on, or a
-//! new one). TCP connections from outside are bounded by [`TcpLimits`]: how many, and how
-//! long one may sit on half a message or on nothing.
+//! new one, opened in a task of its own so the driver never waits for a connect). A message
+//! that could not go out and carries a [`SendRef`] is reported back, so the request's waiter
+//! learns it at once. TCP connections from outside are bounded by [`TcpLimits`]: how many,
+//! and how long one may sit on half a message or on nothing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::endpoint::Stats;
+use crate::engine::SendRef;
 use crate::trace::{self, DropCause};
 use crate::wire::{self, StreamFramer};
 
@@ -83,7 +86,20 @@ pub(crate) struct Inbound {
     pub(crate) received: Instant,
 }
 
-/// The sending half, shared by the core.
+/// A message that carried a [`SendRef`] and could not be sent.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub(crate) report: SendRef,
+    pub(crate) error: String,
+}
+
+/// A message queued for a TCP connection.
+struct Outgoing {
+    bytes: Vec<u8>,
+    report: Option<SendRef>,
+}
+
+/// The sending half, shared by the driver.
 #[derive(Clone)]
 pub(crate) enum Sender {
     Udp(Arc<UdpSocket>),
@@ -109,7 +125,7 @@ struct Connections {
 /// the same peer address.
 struct Writer {
     id: u64,
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::Sender<Outgoing>,
 }
 
 impl Connections {
@@ -162,6 +178,7 @@ enum TcpRefusal {
 pub(crate) struct TcpSender {
     connections: Arc<Mutex<Connections>>,
     inbound: mpsc::Sender<Inbound>,
+    failures: mpsc::UnboundedSender<SendFailure>,
     limits: TcpLimits,
     stats: Arc<Stats>,
     /// The listening address (the `dst` of what is traced as received).
@@ -169,12 +186,19 @@ pub(crate) struct TcpSender {
 }
 
 impl Sender {
-    /// Sends `bytes` to `to`. Errors are returned for the caller to report (a transaction
-    /// turns them into a transport failure).
-    pub(crate) async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
+    /// Sends `bytes` to `to` (UDP), or queues them on the connection to `to` (TCP, opening
+    /// one when there is none). An error that is known at once is returned; a TCP connection
+    /// that cannot be opened, or closes before the message is written, reports `report` on
+    /// the failures channel instead.
+    pub(crate) async fn send(
+        &self,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        report: Option<SendRef>,
+    ) -> std::io::Result<()> {
         match self {
             Sender::Udp(socket) => socket.send_to(&bytes, to).await.map(drop),
-            Sender::Tcp(tcp) => tcp.send(to, bytes).await,
+            Sender::Tcp(tcp) => tcp.send(to, Outgoing { bytes, report }),
         }
     }
 }
@@ -183,12 +207,16 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How long opening a TCP connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl TcpSender {
-    async fn send(&self, to: SocketAddr, bytes: Vec<u8>) -> std::io::Result<()> {
+    /// Queues `outgoing` on the connection to `to`, or on a new one that a task opens.
+    fn send(&self, to: SocketAddr, outgoing: Outgoing) -> std::io::Result<()> {
         let existing = self.lock().writers.get(&to).map(|w| w.queue.clone());
-        let bytes = match existing {
-            None => bytes,
-            Some(writer) => match writer.try_send(bytes) {
+        let outgoing = match existing {
+            None => outgoing,
+            Some(writer) => match writer.try_send(outgoing) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     bump(&self.stats.tcp_send_queue_full);
@@ -198,21 +226,47 @@ impl TcpSender {
                     ));
                 }
                 // The connection has closed: open a new one.
-                Err(mpsc::error::TrySendError::Closed(bytes)) => bytes,
+                Err(mpsc::error::TrySendError::Closed(outgoing)) => outgoing,
             },
         };
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to {to} timed out"),
-                )
-            })??;
-        let writer = self.adopt(stream, to, false);
+        let (id, writer, queue) = self.register(to);
+        let this = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+                Ok(Ok(stream)) => this.run(stream, to, id, false, queue),
+                Ok(Err(err)) => {
+                    this.fail_queue(to, id, queue, &format!("connecting to {to}: {err}"));
+                }
+                Err(_) => this.fail_queue(to, id, queue, &format!("connecting to {to} timed out")),
+            }
+        });
         writer
-            .try_send(bytes)
+            .try_send(outgoing)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection closed"))
+    }
+
+    /// Nothing more goes out on connection `id`: what is queued on it fails with `error`, and
+    /// the next message to `peer` opens a new connection.
+    fn fail_queue(
+        &self,
+        peer: SocketAddr,
+        id: u64,
+        mut queue: mpsc::Receiver<Outgoing>,
+        error: &str,
+    ) {
+        queue.close();
+        self.lock().forget(peer, id);
+        while let Ok(outgoing) = queue.try_recv() {
+            self.report(outgoing, error);
+        }
+    }
+
+    /// Reports a message that could not be sent, if it asked to be.
+    fn report(&self, outgoing: Outgoing, error: &str) {
+        if let Some(report) = outgoing.report {
+            let error = error.to_owned();
+            let _ = self.failures.send(SendFailure { report, error });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
@@ -227,40 +281,64 @@ impl TcpSender {
             Err(TcpRefusal::Total) => return bump(&self.stats.tcp_refused_max),
             Err(TcpRefusal::PerIp) => return bump(&self.stats.tcp_refused_per_ip),
         }
-        self.adopt(stream, peer, true);
+        let (id, _, queue) = self.register(peer);
+        self.run(stream, peer, id, true, queue);
     }
 
-    /// Starts the reader and writer tasks of a connection and registers it under `peer`.
-    /// `accepted` connections release their place in the limits when they close.
-    fn adopt(&self, stream: TcpStream, peer: SocketAddr, accepted: bool) -> mpsc::Sender<Vec<u8>> {
+    /// Registers a new connection's writer queue under `peer` (replacing an older one).
+    fn register(
+        &self,
+        peer: SocketAddr,
+    ) -> (u64, mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>) {
+        let (writer, queue) = mpsc::channel::<Outgoing>(WRITE_QUEUE);
+        let mut connections = self.lock();
+        let id = connections.next_id;
+        connections.next_id += 1;
+        let registered = writer.clone();
+        connections.writers.insert(
+            peer,
+            Writer {
+                id,
+                queue: registered,
+            },
+        );
+        (id, writer, queue)
+    }
+
+    /// Starts the reader and writer tasks of connection `id` to `peer`. `accepted`
+    /// connections release their place in the limits when they close.
+    fn run(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+        accepted: bool,
+        mut queue: mpsc::Receiver<Outgoing>,
+    ) {
         let (mut read, mut write) = stream.into_split();
-        let (writer, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        let id = {
-            let mut connections = self.lock();
-            let id = connections.next_id;
-            connections.next_id += 1;
-            let queue = writer.clone();
-            connections.writers.insert(peer, Writer { id, queue });
-            id
-        };
         // Set when the writer stops: the reader then stops too, so a peer that does not read
         // cannot keep sending requests we cannot answer.
         let writer_gone = Arc::new(tokio::sync::Notify::new());
         let this = self.clone();
         let gone = writer_gone.clone();
         tokio::spawn(async move {
-            while let Some(bytes) = queue.recv().await {
+            while let Some(outgoing) = queue.recv().await {
                 let written = match this.limits.message_timeout {
-                    Some(limit) => tokio::time::timeout(limit, write.write_all(&bytes))
+                    Some(limit) => tokio::time::timeout(limit, write.write_all(&outgoing.bytes))
                         .await
                         .unwrap_or_else(|_| {
                             bump(&this.stats.tcp_write_timeouts);
                             Err(std::io::ErrorKind::TimedOut.into())
                         }),
-                    None => write.write_all(&bytes).await,
+                    None => write.write_all(&outgoing.bytes).await,
                 };
-                if written.is_err() {
-                    break;
+                if let Err(err) = written {
+                    // What did not go out fails now, not at its transaction's timeout.
+                    let error = format!("writing to {peer}: {err}");
+                    this.report(outgoing, &error);
+                    this.fail_queue(peer, id, queue, &error);
+                    gone.notify_one();
+                    return;
                 }
             }
             // Nothing more goes out on this connection (dropping the write half sends FIN);
@@ -280,7 +358,6 @@ impl TcpSender {
                 connections.release(peer.ip());
             }
         });
-        writer
     }
 
     /// Reads a connection until it closes, cannot be framed, or times out (a message left
@@ -352,6 +429,7 @@ pub(crate) async fn bind(
     transport: Transport,
     addr: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
+    failures: mpsc::UnboundedSender<SendFailure>,
     limits: TcpLimits,
     stats: Arc<Stats>,
 ) -> std::io::Result<(Sender, SocketAddr)> {
@@ -386,6 +464,7 @@ pub(crate) async fn bind(
             let sender = TcpSender {
                 connections: Arc::new(Mutex::new(Connections::default())),
                 inbound,
+                failures,
                 limits,
                 stats,
                 local,
