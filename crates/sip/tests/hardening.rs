@@ -293,12 +293,8 @@ async fn past_max_calls_new_invites_get_503_while_admitted_calls_complete() {
     let (refer, from) = peer.recv_method(Method::Refer).await;
     peer.respond(from, &refer, 202).await;
     let answer = referring.await.expect("task").expect("answered");
-    let local_tag = call.id().local_tag.clone();
-    peer.send(
-        to,
-        &notify_from_caller(&call, &local_tag, peer.addr(), answer.refer_id),
-    )
-    .await;
+    let notify = notify_from_caller(&call, peer.addr(), to, answer.refer_id);
+    peer.send(to, &notify).await;
     assert_eq!(peer.expect_status().await, 200);
     assert!(matches!(
         call.next_refer_event(answer.refer_id, Duration::from_secs(2))
@@ -319,19 +315,25 @@ async fn past_max_calls_new_invites_get_503_while_admitted_calls_complete() {
     assert_eq!(first_response(&peer, "later").await, 100);
 }
 
-/// A final NOTIFY from the caller in a call the endpoint answered (the peer is the UAC, so
-/// its tag is the dialog's remote tag).
+/// A final NOTIFY from the caller in a call the endpoint answered.
 fn notify_from_caller(
     call: &verbhost_sip::endpoint::Call,
-    local_tag: &str,
     peer: SocketAddr,
+    to: SocketAddr,
     refer_id: u32,
 ) -> String {
-    let id = call.id();
-    format!(
-        "NOTIFY sip:verbhost@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bKcallernotify\r\nFrom: <sip:bob@{peer}>;tag={remote}\r\nTo: <sip:verbhost@127.0.0.1>;tag={local_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 NOTIFY\r\nEvent: refer;id={refer_id}\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag\r\nContent-Length: 16\r\n\r\nSIP/2.0 200 OK\r\n",
-        remote = id.remote_tag,
-        call_id = id.call_id,
+    let extra = format!(
+        "Event: refer;id={refer_id}\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag\r\n"
+    );
+    support::from_caller(
+        "NOTIFY",
+        call.id(),
+        peer,
+        to,
+        "z9hG4bKcallernotify",
+        2,
+        &extra,
+        "SIP/2.0 200 OK\r\n",
     )
 }
 
@@ -811,5 +813,68 @@ async fn a_tcp_peer_that_does_not_read_is_cut_off() {
         options_on(&mut honest, to, "z9hG4bKafter")
             .await
             .starts_with("SIP/2.0 200")
+    );
+}
+
+/// Item: the endpoint opened TCP connections inline, so a peer whose connect hangs (a full
+/// accept queue, a black-holed address) stalled every call on the endpoint for up to 5 s.
+/// Now the connect runs in a task of its own: other peers are answered meanwhile, and the
+/// call that needed the connection fails with the cause when the connect times out, instead
+/// of waiting for Timer B.
+#[tokio::test]
+async fn a_tcp_connect_that_hangs_stalls_nothing_else_and_fails_the_call_it_was_for() {
+    // A listener that never accepts, with its accept queue full: connects to it hang.
+    let blackhole = TcpSocket::new_v4().expect("socket");
+    blackhole.bind(loopback()).expect("bind");
+    let blackhole = blackhole.listen(0).expect("listen");
+    let blackhole_addr = blackhole.local_addr().expect("addr");
+    let _queued = TcpStream::connect(blackhole_addr)
+        .await
+        .expect("fills the queue");
+
+    let endpoint = Endpoint::bind(tcp_config(TcpLimits::default()))
+        .await
+        .expect("bind");
+    let to = endpoint.local_addr();
+    let started = tokio::time::Instant::now();
+    let calling = {
+        let endpoint = endpoint.clone();
+        let target = format!("sip:bob@{blackhole_addr};transport=tcp");
+        tokio::spawn(async move {
+            endpoint
+                .call(&target, "<sip:alice@127.0.0.1>", support::SDP.to_vec())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While that connect hangs, another peer is served at once, several times over.
+    let mut other = TcpStream::connect(to).await.expect("connect");
+    for n in 0..3 {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(2),
+            options_on(&mut other, to, &format!("z9hG4bK-while-{n}")),
+        )
+        .await
+        .expect("answered while another peer's connect hangs");
+        assert_eq!(answered, "SIP/2.0 200 OK");
+    }
+    let failed = tokio::time::timeout(Duration::from_secs(15), calling)
+        .await
+        .expect("the call fails in time")
+        .expect("task");
+    let cause = match failed {
+        Err(verbhost_sip::endpoint::CallError::Transport(cause)) => cause,
+        Err(other) => panic!("a transport failure, got {other}"),
+        Ok(_) => panic!("a black hole answered"),
+    };
+    assert!(
+        cause.contains("timed out") && cause.contains(&blackhole_addr.to_string()),
+        "{cause}"
+    );
+    // At the connect timeout (5 s), not at Timer B (32 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
 }

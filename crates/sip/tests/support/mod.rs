@@ -165,6 +165,29 @@ pub(crate) fn invite(peer: SocketAddr, to: SocketAddr, call_id: &str, branch: &s
     )
 }
 
+/// An in-dialog request from the caller at `peer` in a call that the endpoint at `to`
+/// answered (dialog `id`: the caller's tag is the remote one), with `extra` headers (each
+/// ending in CRLF) and `body`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn from_caller(
+    method: &str,
+    id: &verbhost_sip::dialog::DialogId,
+    peer: SocketAddr,
+    to: SocketAddr,
+    branch: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "{method} sip:verbhost@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@{peer}>;tag={remote}\r\nTo: <sip:verbhost@{to}>;tag={local}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:bob@{peer}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+        remote = id.remote_tag,
+        local = id.local_tag,
+        call_id = id.call_id,
+        len = body.len(),
+    )
+}
+
 /// The ACK for a response to [`invite`]: same branch for a non-2xx, a new one for a 2xx.
 pub(crate) fn ack(peer: SocketAddr, to: SocketAddr, response: &Response, branch: &str) -> String {
     format!(
