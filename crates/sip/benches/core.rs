@@ -84,13 +84,13 @@ impl Bench {
     }
 }
 
-/// Builds the messages of one whole transfer as the caller sends them, and times the engine
-/// through it.
-fn transfer(bench: &mut Bench) {
+/// A new call from the caller up to its accepted REFER (INVITE, 100, 200, ACK, REFER, 202),
+/// the engine timed through it; `label` keeps its Call-ID apart from other calls'.
+fn refer_accepted(bench: &mut Bench, label: &str) -> CallInfo {
     let n = bench.next_call;
     bench.next_call += 1;
-    let call_id = format!("bench-{n}");
-    let branch = format!("z9hG4bK-inv-{n}");
+    let call_id = format!("{label}-{n}");
+    let branch = format!("z9hG4bK-inv-{call_id}");
     let text = invite(peer_addr(), engine_addr(), &call_id, &branch);
     let key = bench.timed(|engine, now| {
         engine.handle_datagram(now, peer_addr(), now, text.as_bytes());
@@ -104,21 +104,22 @@ fn transfer(bench: &mut Bench) {
     let Message::Response(ok) = bench.last_sent() else {
         panic!("a 200")
     };
-    bench.feed(&ack(
-        peer_addr(),
-        engine_addr(),
-        &ok,
-        &format!("z9hG4bK-ack-{n}"),
-    ));
+    let branch = format!("z9hG4bK-ack-{call_id}");
+    bench.feed(&ack(peer_addr(), engine_addr(), &ok, &branch));
     let headers = vec![("Refer-To".into(), "<sip:carol@127.0.0.1>".into())];
     let id = call.id.clone();
     bench.timed(|engine, now| engine.refer(now, n, id, headers));
     let Message::Request(refer) = bench.last_sent() else {
         panic!("a REFER")
     };
-    bench.feed(&String::from_utf8_lossy(
-        &Response::to(&refer, 202, None).to_bytes(),
-    ));
+    let accepted = Response::to(&refer, 202, None).to_bytes();
+    bench.feed(&String::from_utf8_lossy(&accepted));
+    call
+}
+
+/// One whole transfer, the engine timed through it.
+fn transfer(bench: &mut Bench) {
+    let call = refer_accepted(bench, "bench");
     park_then_finish(bench, &call, true);
 }
 
@@ -178,42 +179,7 @@ fn park_then_finish(bench: &mut Bench, call: &CallInfo, finish: bool) {
 
 /// One parked transfer: everything up to the 180 NOTIFY, the final one held back.
 fn park(bench: &mut Bench) {
-    let n = bench.next_call;
-    bench.next_call += 1;
-    let call_id = format!("parked-{n}");
-    let text = invite(
-        peer_addr(),
-        engine_addr(),
-        &call_id,
-        &format!("z9hG4bK-p{n}"),
-    );
-    let key = bench.timed(|engine, now| {
-        engine.handle_datagram(now, peer_addr(), now, text.as_bytes());
-        let Some(Event::NewInvite(new)) = engine.poll_event() else {
-            panic!("a new INVITE")
-        };
-        engine.admit(now, new)
-    });
-    let call = bench.timed(|engine, now| engine.answer(now, &key, 200, SDP.to_vec()));
-    let call = call.expect("a dialog");
-    let Message::Response(ok) = bench.last_sent() else {
-        panic!("a 200")
-    };
-    bench.feed(&ack(
-        peer_addr(),
-        engine_addr(),
-        &ok,
-        &format!("z9hG4bK-pa{n}"),
-    ));
-    let id = call.id.clone();
-    let headers = vec![("Refer-To".into(), "<sip:carol@127.0.0.1>".into())];
-    bench.timed(|engine, now| engine.refer(now, u64::MAX - n, id, headers));
-    let Message::Request(refer) = bench.last_sent() else {
-        panic!("a REFER")
-    };
-    bench.feed(&String::from_utf8_lossy(
-        &Response::to(&refer, 202, None).to_bytes(),
-    ));
+    let call = refer_accepted(bench, "parked");
     park_then_finish(bench, &call, false);
 }
 
