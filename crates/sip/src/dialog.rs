@@ -447,6 +447,14 @@ impl ReferSubscriptions {
         }
     }
 
+    /// Whether nothing is left to read: every subscription has ended and all its events were
+    /// read (true with no subscription at all).
+    pub fn all_read(&self) -> bool {
+        self.subs
+            .values()
+            .all(|sub| sub.state == SubState::Ended && sub.events.is_empty())
+    }
+
     /// The next queued event of `refer_id`, `Ok(None)` when none is queued yet, or why none
     /// will ever come (the id is unknown, or the subscription has ended and was read).
     pub fn next_event(

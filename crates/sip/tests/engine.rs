@@ -218,6 +218,17 @@ fn thousands_of_transfers_at_once_without_sockets() {
         0
     );
 
+    // Past the BYE grace (300 ms) the dialogs end; everything in them was read, so none is
+    // kept for the 120 s an unread one stays.
+    now += Duration::from_secs(1);
+    engine.handle_timeout(now);
+    let forgotten_at_grace = drain(&mut engine)
+        .events
+        .iter()
+        .filter(|event| matches!(event, Event::Forgotten(_)))
+        .count();
+    assert_eq!((forgotten_at_grace, engine.dialogs()), (CALLS, 0));
+
     // The clock alone cleans up: BYE grace, then the time an ended dialog stays readable,
     // and the transactions' own timers. Nothing is sent while it does.
     let mut forgotten = 0;
@@ -241,7 +252,10 @@ fn thousands_of_transfers_at_once_without_sockets() {
             }
         }
     }
-    assert_eq!(forgotten, CALLS);
+    assert_eq!(
+        forgotten, 0,
+        "all forgotten at the end of the BYE grace already"
+    );
     assert_eq!((engine.dialogs(), engine.transactions()), (0, 0));
     assert_eq!(engine.open_dialogs(), 0);
 }
@@ -270,7 +284,7 @@ fn thousands_of_callers_that_never_ack_are_hung_up_by_timer_h() {
 
     // No ACK ever comes: the 200s are retransmitted (Timer G), and at Timer H (64·T1 = 32 s)
     // each call's REFER fails unsent and the call ends with a BYE of ours.
-    let (mut resent_200, mut gone, mut ended) = (0, 0, 0);
+    let (mut resent_200, mut gone, mut ended, mut forgotten) = (0, 0, 0, 0);
     // Calls hung up (a BYE each, retransmitted while the caller stays silent).
     let mut byes = std::collections::HashSet::new();
     let timer_h = start + Duration::from_secs(32);
@@ -305,6 +319,8 @@ fn thousands_of_callers_that_never_ack_are_hung_up_by_timer_h() {
                     ended += 1;
                 }
                 Event::Readable(_) => {}
+                // Nothing to read in them (the REFERs never went out): gone at once.
+                Event::Forgotten(_) => forgotten += 1,
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -318,7 +334,10 @@ fn thousands_of_callers_that_never_ack_are_hung_up_by_timer_h() {
         .unacked_answers
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(unacked, CALLS as u64);
-    assert_eq!(engine.open_dialogs(), 0);
+    assert_eq!(
+        (engine.open_dialogs(), engine.dialogs(), forgotten),
+        (0, 0, CALLS)
+    );
     let _ = calls;
 }
 
