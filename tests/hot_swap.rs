@@ -339,6 +339,14 @@ async fn the_plugin_directory_and_the_admin_api_swap_checked_versions_only() {
     // Removing the file brings the built-in back.
     std::fs::remove_file(&saved).unwrap();
     admin.wait_version("sip:refer", Some("0.1.0")).await;
+    // The counter is bumped just after the swap is published, so it may trail the version
+    // by a moment on a loaded machine: wait for it rather than read it once.
+    admin
+        .wait_counter(
+            r#"verbhost_plugin_swaps_total{verb="sip:refer",result="retired"}"#,
+            1.0,
+        )
+        .await;
     let metrics = admin.metrics().await;
     for line in [
         r#"verbhost_plugin_rollbacks_total{verb="sip:refer"} 2"#,
