@@ -5,8 +5,8 @@
 //!   store, instantiation, the run through the runtime's host functions);
 //! - **native**: the same plugin crate (`guest/sip-refer`) compiled for the host and run by
 //!   `verbhost_sdk::native::run`, its host calls answered by the same [`MockCall`] through
-//!   `support/native_mock.rs` (the runtime's types, and the eventHook payload parsed as the
-//!   runtime parses it).
+//!   `verbhost_runtime::native` (the runtime's types, the eventHook payload parsed as the
+//!   runtime parses it, the completion checked as a wasm run's is).
 //!
 //! Criterion measures the mean of each (group `sandbox_cost`, `wasm` and `native`); after it,
 //! a plain loop times each execution on its own, alternating wasm and native so both see the
@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use verbhost_mock::MockCall;
-use verbhost_sdk::native;
+use verbhost_runtime::native::{self, Native, Wait};
 
-#[path = "support/native_mock.rs"]
-mod native_mock;
 /// The `sip:refer` plugin, `guest/sip-refer/src/lib.rs` compiled natively as a module of this
 /// crate. (Not a dependency on the guest crate: an `rlib` crate type next to its `cdylib`
 /// changes the code rustc generates for the wasm build, and the wasm build is the one measured.)
@@ -30,7 +28,6 @@ mod sip_refer;
 use sip_refer::SipReferPlugin;
 
 mod support;
-use native_mock::NativeMock;
 
 /// p50, p90 and p99 of `samples`, which it sorts.
 fn percentiles(samples: &mut [Duration]) -> [Duration; 3] {
@@ -48,7 +45,7 @@ fn sandbox_cost(c: &mut Criterion) {
     let scenario = support::scenario();
     let verb = scenario.verb_text();
     let call = scenario.call.to_call_info();
-    let native_call = native_mock::call_info(&call);
+    let native_call = native::call_info(&call);
 
     let wasm_once = || {
         executor.block_on(async {
@@ -61,14 +58,14 @@ fn sandbox_cost(c: &mut Criterion) {
         })
     };
     let native_once = || {
-        let (host, outcome) = native::run::<SipReferPlugin, _>(
-            NativeMock(MockCall::new(&scenario)),
+        let (host, outcome) = verbhost_sdk::native::run::<SipReferPlugin, _>(
+            Native::new(MockCall::new(&scenario), Wait::Ready),
             &verb,
             &native_call,
         );
-        let completion = outcome.expect("the native run completes");
-        assert_eq!(completion.event, "TRANSFER_REFER_SUCCESS");
-        assert_eq!(host.0.events_emitted.len(), 3);
+        let outcome = native::outcome(&plugin, outcome).expect("the native run completes");
+        assert_eq!(outcome.event, "TRANSFER_REFER_SUCCESS");
+        assert_eq!(host.get().events_emitted.len(), 3);
     };
 
     let mut group = c.benchmark_group("sandbox_cost");

@@ -9,11 +9,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 use verbhost_mock::{MockCall, Scenario};
-use verbhost_runtime::{Plugin, RunError};
-use verbhost_sdk::VerbError;
+use verbhost_runtime::{Outcome, Plugin, RunError, VerbError};
 
-#[path = "../benches/support/native_mock.rs"]
-mod native_mock;
 /// The `sip:refer` plugin, `guest/sip-refer/src/lib.rs` compiled natively as a module of this
 /// crate. (Not a dependency on the guest crate: an `rlib` crate type next to its `cdylib`
 /// changes the code rustc generates for the wasm build, and the wasm build is the one measured.)
@@ -23,7 +20,7 @@ use sip_refer::SipReferPlugin;
 
 #[path = "../benches/support/mod.rs"]
 mod support;
-use native_mock::NativeMock;
+use verbhost_runtime::native::{self, Native, Wait};
 
 /// A completion as both runs give it.
 #[derive(Debug, PartialEq)]
@@ -78,8 +75,22 @@ fn recorded(host: &MockCall, outcome: Ending) -> Seen {
     }
 }
 
-/// The wasm run's record, or `None` when it ended in something only a sandbox gives (a
-/// bound, a trap), which a native run has no counterpart of.
+/// A run's completion in the form both give, or `None` when it ended in something only a
+/// sandbox gives (a bound, a trap), which a native run has no counterpart of.
+fn ending(outcome: Result<Outcome, RunError>) -> Option<Ending> {
+    Some(match outcome {
+        Ok(o) => Ok(Done {
+            event: o.event,
+            payload: o.payload,
+            action_hook: o.action_hook.map(|h| (h.url, h.method)),
+            call_left: o.call_left,
+        }),
+        Err(RunError::Verb(VerbError::InvalidVerb(why))) => Err(format!("invalid verb: {why}")),
+        Err(RunError::Verb(VerbError::Failed(why))) => Err(format!("failed: {why}")),
+        Err(_) => return None,
+    })
+}
+
 fn wasm_run(
     executor: &tokio::runtime::Runtime,
     plugin: &Plugin<MockCall>,
@@ -88,43 +99,21 @@ fn wasm_run(
     let verb = scenario.verb_text();
     let call = scenario.call.to_call_info();
     let run = executor.block_on(plugin.run(MockCall::new(scenario), &verb, &call));
-    let outcome = match run.outcome {
-        Ok(o) => Ok(Done {
-            event: o.event,
-            payload: o.payload,
-            action_hook: o.action_hook.map(|h| (h.url, h.method)),
-            call_left: o.call_left,
-        }),
-        Err(RunError::Verb(verbhost_runtime::VerbError::InvalidVerb(why))) => {
-            Err(format!("invalid verb: {why}"))
-        }
-        Err(RunError::Verb(verbhost_runtime::VerbError::Failed(why))) => {
-            Err(format!("failed: {why}"))
-        }
-        Err(_) => return None,
-    };
-    Some(recorded(&run.host, outcome))
+    Some(recorded(&run.host, ending(run.outcome)?))
 }
 
-fn native_run(scenario: &Scenario) -> Seen {
+/// The native run's record, its completion checked by `plugin`'s limits as the wasm run's is.
+fn native_run(plugin: &Plugin<MockCall>, scenario: &Scenario) -> Seen {
     let verb = scenario.verb_text();
-    let call = native_mock::call_info(&scenario.call.to_call_info());
+    let call = native::call_info(&scenario.call.to_call_info());
     let (host, outcome) = verbhost_sdk::native::run::<SipReferPlugin, _>(
-        NativeMock(MockCall::new(scenario)),
+        Native::new(MockCall::new(scenario), Wait::Ready),
         &verb,
         &call,
     );
-    let outcome = match outcome {
-        Ok(c) => Ok(Done {
-            event: c.event,
-            payload: serde_json::from_str(&c.payload).expect("the payload is a JSON object"),
-            action_hook: c.action_hook.map(|h| (h.url, h.method)),
-            call_left: c.call_left,
-        }),
-        Err(VerbError::InvalidVerb(why)) => Err(format!("invalid verb: {why}")),
-        Err(VerbError::Failed(why)) => Err(format!("failed: {why}")),
-    };
-    recorded(&host.0, outcome)
+    let outcome = ending(native::outcome(plugin, outcome))
+        .expect("a native run ends in a completion or a verb error");
+    recorded(host.get(), outcome)
 }
 
 #[test]
@@ -134,7 +123,7 @@ fn native_sip_refer_runs_as_the_wasm_build_does() {
     // The bench's transfer first: the one whose times are compared.
     let bench = support::scenario();
     let wasm = wasm_run(&executor, &plugin, &bench).expect("the wasm run completes");
-    let native = native_run(&bench);
+    let native = native_run(&plugin, &bench);
     assert_eq!(native, wasm);
     let done = native.outcome.as_ref().expect("a completion");
     assert_eq!(done.event, "TRANSFER_REFER_SUCCESS");
@@ -155,7 +144,7 @@ fn native_sip_refer_runs_as_the_wasm_build_does() {
             let name = format!("{} / {}", file.display(), scenario.name);
             match wasm_run(&executor, &plugin, &scenario) {
                 Some(wasm) => {
-                    assert_eq!(native_run(&scenario), wasm, "{name}");
+                    assert_eq!(native_run(&plugin, &scenario), wasm, "{name}");
                     compared += 1;
                 }
                 None => sandbox_only.push(name),

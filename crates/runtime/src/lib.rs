@@ -49,6 +49,7 @@ pub mod contract;
 mod error;
 mod host;
 mod meter;
+pub mod native;
 mod output;
 mod plugin;
 mod pool;

@@ -820,8 +820,25 @@ impl<H: CallHost> Plugin<H> {
             .await
             .map_err(|err| trap(err, store))?;
         let completion = result.map_err(RunError::Verb)?;
-        let config = &*self.limits;
-        let payload = match check_payload(&completion.payload, config.max_payload_bytes) {
+        self.check_completion(
+            completion.event,
+            &completion.payload,
+            completion.action_hook,
+            completion.call_left,
+        )
+    }
+
+    /// The checks a run's completion meets before the host acts on it (the payload's size and
+    /// form, the event's name, the actionHook): for this plugin's wasm runs, and for a native
+    /// run of the same plugin ([`crate::native`]), which must meet the same ones.
+    pub fn check_completion(
+        &self,
+        event: String,
+        payload: &str,
+        action_hook: Option<Webhook>,
+        call_left: bool,
+    ) -> Result<Outcome, RunError> {
+        let payload = match check_payload(payload, self.limits.max_payload_bytes) {
             Ok(payload) => payload,
             Err(PayloadError::TooLarge(limit)) => {
                 return Err(RunError::InvalidCompletion(format!(
@@ -832,27 +849,25 @@ impl<H: CallHost> Plugin<H> {
                 return Err(RunError::InvalidCompletion(format!("payload: {why}")));
             }
         };
-        let event_ok = !completion.event.is_empty()
-            && completion.event.len() <= 128
-            && completion
-                .event
+        let event_ok = !event.is_empty()
+            && event.len() <= 128
+            && event
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
         if !event_ok {
             return Err(RunError::InvalidCompletion(format!(
-                "event name {:?} is not 1-128 characters of A-Z a-z 0-9 _ - . :",
-                completion.event
+                "event name {event:?} is not 1-128 characters of A-Z a-z 0-9 _ - . :"
             )));
         }
-        if let Some(hook) = &completion.action_hook {
+        if let Some(hook) = &action_hook {
             check_hook(hook)
                 .map_err(|why| RunError::InvalidCompletion(format!("actionHook: {why}")))?;
         }
         Ok(Outcome {
-            event: completion.event,
+            event,
             payload,
-            action_hook: completion.action_hook,
-            call_left: completion.call_left,
+            action_hook,
+            call_left,
         })
     }
 

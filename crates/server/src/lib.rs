@@ -19,6 +19,7 @@ pub mod config;
 mod error;
 mod limits;
 mod metrics;
+mod native;
 mod outbound;
 mod plugins;
 mod server;

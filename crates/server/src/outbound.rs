@@ -12,6 +12,7 @@ use verbhost_sip::endpoint::{CallError, Endpoint};
 use crate::app::{self, AppVerb};
 use crate::config::Config;
 use crate::error::{AppCheckError, ServerError, UnknownVerb};
+use crate::native::NativeVerbs;
 use crate::session::{CallIds, Journal, Session, Shared, Summary};
 use crate::webhook::Webhooks;
 
@@ -36,7 +37,7 @@ impl Dialer {
     /// Loads the plugins and builds the webhook client.
     pub async fn new(config: Config) -> Result<Dialer, ServerError> {
         Ok(Dialer {
-            shared: Shared::new(config).await?,
+            shared: Shared::new(config, NativeVerbs::default()).await?,
         })
     }
 

@@ -23,6 +23,7 @@ use crate::app::{self, AppError, AppVerb};
 use crate::config::Config;
 use crate::error::AppCheckError;
 use crate::error::ServerError;
+use crate::native::NativeVerbs;
 use crate::outbound::{check_app, read_app, signalling_sdp};
 use crate::session::{self, CallIds, Journal, Session, Shared, post_hook};
 use crate::webhook::{AnswerTooLarge, HookKind};
@@ -48,22 +49,37 @@ pub struct Server;
 impl Server {
     /// A server for `config`; nothing runs until [`ServerBuilder::start`].
     pub fn builder(config: Config) -> ServerBuilder {
-        ServerBuilder { config }
+        ServerBuilder {
+            config,
+            native: NativeVerbs::default(),
+        }
     }
 }
 
 /// What [`Server::builder`] returns.
 pub struct ServerBuilder {
     config: Config,
+    native: NativeVerbs,
 }
 
 impl ServerBuilder {
+    /// Serves every verb plugin `P` declares with `P` compiled natively (its source built
+    /// into the caller, run through `verbhost_sdk::native`) instead of its wasm build: for
+    /// the load harness, which compares the two end to end. The verbs' wasm build must still
+    /// be loaded (it checks the application's verbs, and its limits check the completions).
+    /// A native run is not sandboxed: no CPU, memory or host-call bounds. Never serve a plugin
+    /// you do not trust this way; nothing in the config file or the command line can.
+    pub fn native_plugin<P: verbhost_sdk::Plugin>(mut self) -> Self {
+        self.native.insert::<P>();
+        self
+    }
+
     /// Loads the plugins, reads and checks the application, binds SIP (and the admin API when
     /// `admin.listen` is set) and starts taking calls. Port 0 binds a free port:
     /// [`ServerHandle::sip_addr`] and [`ServerHandle::admin_addr`] say which.
     pub async fn start(self) -> Result<ServerHandle, ServerError> {
         self.config.check()?;
-        let shared = Shared::new(self.config).await?;
+        let shared = Shared::new(self.config, self.native).await?;
         let config = &shared.config;
         let source = match (&config.app.file, &config.app.call_hook) {
             (Some(_), Some(_)) => return Err(ServerError::TwoApplications),
@@ -116,6 +132,10 @@ impl ServerBuilder {
         };
         let sip_addr = endpoint.local_addr();
         tracing::info!(sip = %sip_addr, transport = ?config.sip.transport, verbs = %shared.plugins.verbs().join(","), "verbhost is serving");
+        let native = shared.native.verbs();
+        if !native.is_empty() {
+            tracing::warn!(verbs = %native.join(","), "these verbs run natively built plugins, without the sandbox (ServerBuilder::native_plugin)");
+        }
         let (drain, draining) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), endpoint, source, draining, stop));
 

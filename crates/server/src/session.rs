@@ -24,6 +24,7 @@ use crate::bridge::SipCallHost;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::native::{self, NativeVerbs};
 use crate::plugins::Plugins;
 use crate::webhook::{HookKind, Webhooks};
 
@@ -33,11 +34,16 @@ pub(crate) struct Shared {
     pub(crate) webhooks: Webhooks,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Config,
+    /// Verbs served by a natively built plugin ([`crate::ServerBuilder::native_plugin`]).
+    pub(crate) native: NativeVerbs,
 }
 
 impl Shared {
     /// Loads the plugins and builds the webhook client and the metrics.
-    pub(crate) async fn new(config: Config) -> Result<Arc<Shared>, ServerError> {
+    pub(crate) async fn new(
+        config: Config,
+        native: NativeVerbs,
+    ) -> Result<Arc<Shared>, ServerError> {
         let webhooks = Webhooks::new(config.webhooks.clone()).map_err(ServerError::Webhooks)?;
         let runtime = Runtime::new(
             config
@@ -59,6 +65,7 @@ impl Shared {
             webhooks,
             metrics,
             config,
+            native,
         }))
     }
 }
@@ -464,14 +471,23 @@ impl Session {
             events: events.clone(),
             started,
         };
-        let run = version.run(host, &verb.json, &self.info).await;
-        if run.log_dropped > 0 {
-            tracing::warn!(call_sid = %sid, verb = %verb.name, bytes = run.log_dropped, "plugin log over its limit; dropped");
-        }
-        if run.guest_output_dropped > 0 {
-            tracing::debug!(call_sid = %sid, verb = %verb.name, bytes = run.guest_output_dropped, "plugin stdout/stderr over limits.max_guest_output_bytes; only its tail is kept");
-        }
-        let outcome = match run.outcome {
+        let outcome = match self.shared.native.get(&verb.name) {
+            Some(run) => {
+                version.record_call();
+                native::run(run, host, &verb.json, &self.info, version.plugin()).await
+            }
+            None => {
+                let run = version.run(host, &verb.json, &self.info).await;
+                if run.log_dropped > 0 {
+                    tracing::warn!(call_sid = %sid, verb = %verb.name, bytes = run.log_dropped, "plugin log over its limit; dropped");
+                }
+                if run.guest_output_dropped > 0 {
+                    tracing::debug!(call_sid = %sid, verb = %verb.name, bytes = run.guest_output_dropped, "plugin stdout/stderr over limits.max_guest_output_bytes; only its tail is kept");
+                }
+                run.outcome
+            }
+        };
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(err) => {
                 let reason = match &err {

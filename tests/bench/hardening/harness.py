@@ -342,7 +342,7 @@ def http_get(addr: tuple[str, int], path: str, timeout: float = 5.0) -> tuple[in
 
 
 class Server:
-    """`verbhost serve --config FILE`, with its log in the temp dir and an admin port.
+    """`verbhost serve --config FILE [ARGS]`, with its log in the temp dir and an admin port.
 
     `config` is merged from the figure's own settings, then the lead's `extra` on top.
     """
@@ -354,6 +354,7 @@ class Server:
         extra: dict | None = None,
         name: str = "serve",
         start_timeout: float = 20.0,
+        args: list[str] | None = None,
     ):
         self.dir = temp_dir(name)
         self.sip_port = free_ports(1)
@@ -372,7 +373,7 @@ class Server:
         self.log_path = self.dir / "serve.log"
         self._log = open(self.log_path, "wb")
         self.proc = spawn(
-            [str(binary), "serve", "--config", str(self.config_path)],
+            [str(binary), "serve", "--config", str(self.config_path), *(args or [])],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -5,8 +5,15 @@ what a parked transfer costs, and how long the server takes to answer its first 
     tests/bench/load/run.py step       [--start 50] [--step 50] [--max 400] [--hold 30] [--quick]
     tests/bench/load/run.py parked     [--calls 400] [--park 10] [--rate 200] [--notify-timeout S]
     tests/bench/load/run.py cold-start [--repeat 5]
+    tests/bench/load/run.py compare    [--start 600] [--step 100] [--max 1000] [--hold 30] [--repeat 1]
     tests/bench/load/run.py smoke      (a few seconds: CI)
-    common: [--bin PATH] [--config-extra TOML] [--max-seconds N]
+    common: [--bin PATH] [--plugin wasm|native] [--config-extra TOML] [--max-seconds N]
+
+`--plugin` runs the harness's own server, target/release/examples/load-server (`cargo build
+--release -p verbhost-tests --example load-server`), which serves sip:refer with its wasm build
+or with the same source compiled natively; `compare` runs both, alternating at every rate,
+and reports the ratio of their highest sustained rates and of their CPU per transfer: what the
+sandbox costs end to end.
 
 Every mode starts its own `verbhost serve` (an application file with one `sip:refer` whose
 eventHook and actionHook go to a receiver in this script), drives sipp callers
@@ -55,6 +62,7 @@ def _hostile_module():
 hostile = _hostile_module()
 percentile = hostile.percentile
 XML = HERE / "sipp" / "uac-transferee-load.xml"
+LOAD_SERVER = h.ROOT / "target" / "release" / "examples" / "load-server"
 REFER_TO = "sip:carol@127.0.0.1:5999"  # never called: the sipp transferee answers the REFER itself
 WALL_OFFSET = time.time() - time.monotonic()  # receiver hits are monotonic; sipp logs wall clock
 
@@ -73,7 +81,9 @@ def start_server(args, name: str, receiver: h.HookReceiver) -> h.Server:
     if getattr(args, "notify_timeout", None):
         verb["notifyTimeout"] = args.notify_timeout
     app.write_text(json.dumps([verb]))
-    return h.Server(Path(args.bin), {"app": {"file": str(app)}}, h.parse_extra(args.config_extra), name=name)
+    plugin = getattr(args, "plugin", None)
+    return h.Server(Path(args.bin), {"app": {"file": str(app)}}, h.parse_extra(args.config_extra), name=name,
+                    args=["--plugin", plugin] if plugin else None)
 
 
 def thread_cpu(pid: int) -> dict[tuple[str, str], float]:
@@ -329,12 +339,23 @@ def print_steps(steps: list[dict], hold: float) -> None:
                   f"refused {r['sip_refused']}; traps {r['traps']}; sipp errors {r['sipp']['error_reasons']}")
 
 
-def mode_step(args) -> dict:
+def ladder(args) -> list[float]:
     rates = []
     rate = args.start
     while rate <= args.max + 1e-9:
         rates.append(rate)
         rate += args.step
+    return rates
+
+
+def sustained_run(run: dict, rate: float) -> bool:
+    """Every call completed, and the server kept up: the achieved rate is at least 97% of the
+    offered one (not finishing late)."""
+    return run["failed"] == 0 and run["rate_achieved"] is not None and run["rate_achieved"] >= 0.97 * rate
+
+
+def mode_step(args) -> dict:
+    rates = ladder(args)
     receiver = h.HookReceiver(default=h.Reply.normal())
     server = start_server(args, "load-step", receiver)
     steps = []
@@ -349,10 +370,7 @@ def mode_step(args) -> dict:
             run = load.wait()
             run["settle_s"] = settle(server)
             steps.append(run)
-            # Sustained: every call completed, and the server kept up: the achieved rate is at
-            # least 97% of the offered one (not finishing late).
-            kept_up = run["rate_achieved"] is not None and run["rate_achieved"] >= 0.97 * rate
-            if run["failed"] == 0 and kept_up and server.proc.poll() is None:
+            if sustained_run(run, rate) and server.proc.poll() is None:
                 sustained = rate
             elif first_unsustained is None:
                 first_unsustained = rate
@@ -374,6 +392,86 @@ def mode_step(args) -> dict:
     rows = [("highest rate sustained, zero failures", f"{sustained} /s for {args.hold:g} s"),
             ("first rate not sustained", first_unsustained), ("OPTIONS after", options_after)]
     return h.report("load-step", rows, data)
+
+
+def mode_compare(args) -> dict:
+    """The same step ladder against the wasm and the native build of sip:refer, each rate run
+    `--repeat` times per build on a fresh server, the two builds alternated (and which goes
+    first swapped every run) so both meet the same machine."""
+    rates = ladder(args)
+    builds = ("wasm", "native")
+    runs: dict[str, list[dict]] = {b: [] for b in builds}
+    for i, rate in enumerate(rates):
+        for rep in range(args.repeat):
+            order = builds if (i + rep) % 2 == 0 else builds[::-1]
+            for build in order:
+                args.plugin = build
+                receiver = h.HookReceiver(default=h.Reply.normal())
+                server = start_server(args, f"load-compare-{build}", receiver)
+                try:
+                    calls = max(1, int(round(rate * args.hold)))
+                    h.note(f"compare: {build}, {calls} transfers at {rate:g}/s ({args.hold:g} s), run {rep + 1}")
+                    run = Load(server, receiver, calls, rate, 0, limit=max(200, int(rate * 10)),
+                               timeout_s=args.hold + 60, name=f"load-compare-{build}-{rate:g}").wait()
+                    run["settle_s"] = settle(server)
+                    run["sustained"] = sustained_run(run, rate) and server.proc.poll() is None
+                    run["build"], run["repeat"] = build, rep
+                finally:
+                    server.stop()
+                    receiver.close()
+                runs[build].append(run)
+    args.plugin = None
+    summary = {}
+    for build in builds:
+        by_rate = {}
+        for rate in rates:
+            mine = [r for r in runs[build] if r["rate_offered"] == rate]
+            cpu = [r["server_cpu_ms_per_transfer"] for r in mine if r["server_cpu_ms_per_transfer"] is not None]
+            p50 = [r["latency_ms"]["p50"] for r in mine if r["latency_ms"]["p50"] is not None]
+            by_rate[rate] = {
+                "sustained_every_run": all(r["sustained"] for r in mine),
+                "failed": [r["failed"] for r in mine],
+                "cpu_ms_per_transfer": cpu,
+                "cpu_ms_per_transfer_median": statistics.median(cpu) if cpu else None,
+                "latency_p50_ms_median": statistics.median(p50) if p50 else None,
+            }
+        # The highest rate at which every run sustained (and every lower rate did too).
+        highest = None
+        for rate in rates:
+            if not by_rate[rate]["sustained_every_run"]:
+                break
+            highest = rate
+        summary[build] = {"highest_sustained": highest, "by_rate": by_rate}
+    wasm, native = summary["wasm"], summary["native"]
+    capacity = (wasm["highest_sustained"] / native["highest_sustained"]
+                if wasm["highest_sustained"] and native["highest_sustained"] else None)
+    cpu_ratio = {}
+    for rate in rates:
+        a = wasm["by_rate"][rate]["cpu_ms_per_transfer_median"]
+        b = native["by_rate"][rate]["cpu_ms_per_transfer_median"]
+        cpu_ratio[rate] = round(a / b, 3) if a and b else None
+    print(f"\n== compare: {args.hold:g} s per rate, {args.repeat} run(s) per build and rate ==")
+    print_table(
+        ["offered/s", "wasm ok", "native ok", "wasm failed", "native failed", "wasm cpu ms/xfer",
+         "native cpu ms/xfer", "cpu wasm/native", "wasm p50 ms", "native p50 ms"],
+        [[rate, wasm["by_rate"][rate]["sustained_every_run"], native["by_rate"][rate]["sustained_every_run"],
+          wasm["by_rate"][rate]["failed"], native["by_rate"][rate]["failed"],
+          wasm["by_rate"][rate]["cpu_ms_per_transfer_median"], native["by_rate"][rate]["cpu_ms_per_transfer_median"],
+          cpu_ratio[rate], wasm["by_rate"][rate]["latency_p50_ms_median"],
+          native["by_rate"][rate]["latency_p50_ms_median"]] for rate in rates],
+    )
+    data = {
+        "mode": "compare", "hold_s": args.hold, "repeat": args.repeat, "rates": rates,
+        "wasm": wasm, "native": native,
+        "capacity_wasm_over_native": round(capacity, 3) if capacity else None,
+        "cpu_wasm_over_native_by_rate": cpu_ratio,
+        "runs": [public(r) for b in builds for r in runs[b]],
+    }
+    rows = [("wasm: highest rate sustained in every run", wasm["highest_sustained"]),
+            ("native: highest rate sustained in every run", native["highest_sustained"]),
+            ("capacity wasm / native", data["capacity_wasm_over_native"]),
+            ("CPU per transfer wasm / native, by rate", cpu_ratio)]
+    return h.report("load-compare", rows, data)
 
 
 def parked_stats(run: dict, park_s: float) -> dict:
@@ -617,8 +715,11 @@ def mode_smoke(args) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["step", "parked", "cold-start", "smoke"])
-    parser.add_argument("--bin", default=str(h.DEFAULT_BIN), help="the verbhost binary (default %(default)s)")
+    parser.add_argument("mode", choices=["step", "parked", "cold-start", "compare", "smoke"])
+    parser.add_argument("--bin", default=None,
+                        help=f"the server binary (default {h.DEFAULT_BIN}, or {LOAD_SERVER} with --plugin and compare)")
+    parser.add_argument("--plugin", choices=["wasm", "native"], default=None,
+                        help="serve sip:refer by its wasm build or natively, through the load-server binary")
     parser.add_argument("--config-extra", default="", help="TOML merged over the server's config")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="hard time limit of the whole run (default: per mode, from its sizes)")
@@ -635,27 +736,39 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=200, help="parked: calls/s offered (default %(default)s)")
     parser.add_argument("--notify-timeout", type=int, default=None,
                         help="the verb's notifyTimeout in seconds (the plugin's default, 40 s, ends a longer park)")
-    parser.add_argument("--repeat", type=int, default=5, help="cold-start: runs of each kind (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="cold-start: runs of each kind (default 5); compare: runs per build and rate (default 1)")
     args = parser.parse_args(argv)
     if args.quick:
         args.hold = 5
+    if args.repeat is None:
+        args.repeat = 1 if args.mode == "compare" else 5
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.bin is None:
+        args.bin = str(LOAD_SERVER if args.plugin or args.mode == "compare" else h.DEFAULT_BIN)
+    if args.mode == "cold-start" and args.plugin:
+        parser.error("cold-start measures verbhost serve itself; it takes no --plugin")
     if args.max_seconds is None:
-        if args.mode == "step":
+        if args.mode in ("step", "compare"):
             steps = int((args.max - args.start) / args.step) + 1 if args.step > 0 else 1
-            args.max_seconds = steps * (args.hold + 45) + 60
+            runs = steps * (2 * args.repeat if args.mode == "compare" else 1)
+            args.max_seconds = runs * (args.hold + 45) + 60
         elif args.mode == "parked":
             args.max_seconds = args.calls / args.rate + args.park * (args.calls / 100 + 2) + 120
         elif args.mode == "cold-start":
             args.max_seconds = 60 + 20 * args.repeat
         else:
             args.max_seconds = 120
-    if args.mode == "step" and (args.step <= 0 or args.start <= 0):
+    if args.mode in ("step", "compare") and (args.step <= 0 or args.start <= 0):
         parser.error("--start and --step must be positive")
     if not Path(args.bin).exists():
-        parser.error(f"no binary at {args.bin}")
+        hint = " (cargo build --release -p verbhost-tests --example load-server)" if args.bin == str(LOAD_SERVER) else ""
+        parser.error(f"no binary at {args.bin}{hint}")
     h.install_hard_timeout(args.max_seconds)
     try:
-        result = {"step": mode_step, "parked": mode_parked, "cold-start": mode_cold_start, "smoke": mode_smoke}[args.mode](args)
+        result = {"step": mode_step, "parked": mode_parked, "cold-start": mode_cold_start,
+                  "compare": mode_compare, "smoke": mode_smoke}[args.mode](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
